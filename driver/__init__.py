@@ -1,0 +1,1 @@
+"""i-PI socket driver serving PET force channels (DESIGN.md section 5)."""

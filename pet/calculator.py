@@ -1,0 +1,84 @@
+"""ASE calculator for PET, raw or rotation-averaged."""
+
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+import torch
+from ase.calculators.calculator import Calculator, all_changes
+
+from grids.averaging import make_evaluator
+
+from . import checkpoint
+from .model import PET
+from .models import default_model_path
+from .neighbors import graph_from_atoms
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def resolve_dtype(dtype) -> torch.dtype:
+    """torch dtype from a torch dtype or the names "float32" / "float64"."""
+    if isinstance(dtype, torch.dtype) and dtype in DTYPES.values():
+        return dtype
+    if dtype in DTYPES:
+        return DTYPES[dtype]
+    raise ValueError(f"dtype must be float32 or float64, got {dtype!r}")
+
+
+def load_model(model: Union[str, Path, PET, None], device="cpu", dtype=torch.float32) -> PET:
+    """A PET from a checkpoint path, an existing module (moved to device/dtype), or None (shipped)."""
+    dtype = resolve_dtype(dtype)
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but torch sees no CUDA device")
+    if isinstance(model, PET):
+        return model.to(device=device, dtype=dtype).eval()
+    return checkpoint.load(default_model_path() if model is None else model, device, dtype)
+
+
+class PETCalculator(Calculator):
+    """PET as an ASE calculator.
+
+    ``model``: a checkpoint path, a :class:`pet.model.PET`, or None for the shipped model;
+    ``grid``: None (raw) or a rotation grid such as "2i" (the rotation average);
+    ``random_rotation``: evaluate on one random rotation per call instead (seed ``seed``);
+    ``chunk_size``: the most rotated copies per forward pass (memory bound).
+    Results: ``energy``/``free_energy`` (eV), ``energies`` (eV per atom), ``forces`` (eV/Å),
+    ``stress`` (eV/Å³, Voigt, symmetrised; periodic cells only) and ``virial`` (eV, the full
+    3×3 -∂E/∂ε, not symmetric for a non-invariant model).
+    """
+
+    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress", "virial"]
+
+    def __init__(self, model=None, grid: Optional[str] = None, random_rotation: bool = False,
+                 seed: Optional[int] = None, device: str = "cpu", dtype="float32",
+                 chunk_size: Optional[int] = None, **kwargs):
+        super().__init__(**kwargs)
+        if grid is not None and random_rotation:
+            raise ValueError("choose either a rotation grid or random_rotation, not both")
+        self.model = load_model(model, device, dtype)
+        self.mode = "random" if random_rotation else ("raw" if grid is None else str(grid))
+        self.evaluator = make_evaluator(self.model, self.mode, seed=seed, chunk_size=chunk_size)
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        if len(self.atoms) == 0:
+            raise ValueError("cannot evaluate an empty structure")
+        parameter = next(self.model.parameters())
+        graph = graph_from_atoms(self.atoms, self.model.hypers.cutoff)
+        graph = graph.to(parameter.device, parameter.dtype)
+        self.model.species_index(graph.numbers)
+        periodic = bool(self.atoms.pbc.any() and abs(self.atoms.cell.volume) > 0)
+        result = self.evaluator(graph, forces=True, virial=periodic)
+        energy = float(result.energy[0])
+        self.results = {
+            "energy": energy,
+            "free_energy": energy,
+            "energies": result.energies.detach().cpu().double().numpy(),
+            "forces": result.forces.detach().cpu().double().numpy(),
+        }
+        if periodic:
+            virial = result.virial[0].detach().cpu().double().numpy()
+            stress = -0.5 * (virial + virial.T) / self.atoms.cell.volume
+            self.results["virial"] = virial
+            self.results["stress"] = stress[[0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]

@@ -1,0 +1,100 @@
+"""Self-describing PET checkpoints: hypers, species, baseline, weights, metadata, data split.
+
+A checkpoint is a ``torch.save`` of a plain dict with ``format`` = "pet-ipi-checkpoint" and a
+``version``; :func:`load` upgrades older versions step by step and reads with
+``weights_only=True`` (no code is unpickled).
+"""
+
+from pathlib import Path
+from typing import Optional, Union
+
+import torch
+
+from .hypers import PETHypers
+from .model import PET
+
+FORMAT = "pet-ipi-checkpoint"
+VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A file that is not a readable pet-ipi checkpoint."""
+
+
+def to_dict(model: PET, metadata: Optional[dict] = None, split: Optional[dict] = None,
+            extra: Optional[dict] = None) -> dict:
+    """The checkpoint dict of ``model`` (weights on the CPU).
+
+    ``metadata``: free-form training information (JSON-like); ``split``: the data split, e.g.
+    {"train": [...], "validation": [...], "test": [...]} frame indices; ``extra``: more tensors
+    or values (optimizer state for resuming), kept as they are.
+    """
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "hypers": model.hypers.to_dict(),
+        "species": list(model.species),
+        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        "metadata": dict(metadata or {}),
+        "split": dict(split or {}),
+        "extra": dict(extra or {}),
+    }
+
+
+def save(path: Union[str, Path], model: PET, metadata: Optional[dict] = None,
+         split: Optional[dict] = None, extra: Optional[dict] = None) -> Path:
+    """Write the checkpoint of ``model`` to ``path`` atomically (write, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    torch.save(to_dict(model, metadata, split, extra), temporary)
+    temporary.replace(path)
+    return path
+
+
+UPGRADES = {}
+"""version → function turning a checkpoint dict of that version into one of version + 1."""
+
+
+def upgrade(checkpoint: dict) -> dict:
+    """Bring a checkpoint dict to :data:`VERSION`."""
+    version = checkpoint.get("version")
+    if not isinstance(version, int) or version < 1:
+        raise CheckpointError(f"checkpoint has no valid version field (got {version!r})")
+    if version > VERSION:
+        raise CheckpointError(
+            f"checkpoint version {version} is newer than this pet-ipi reads ({VERSION}): upgrade pet-ipi"
+        )
+    while version < VERSION:
+        checkpoint = UPGRADES[version](checkpoint)
+        version = checkpoint["version"]
+    return checkpoint
+
+
+def read(path: Union[str, Path]) -> dict:
+    """The checkpoint dict stored in ``path``, upgraded; clear errors for anything else."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint file at {path}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise CheckpointError(f"{path} is not a readable checkpoint ({type(error).__name__}: {error})") from None
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a pet-ipi checkpoint (no '{FORMAT}' format field)")
+    return upgrade(checkpoint)
+
+
+def model_from_dict(checkpoint: dict) -> PET:
+    """Rebuild the model of a checkpoint dict."""
+    try:
+        model = PET(PETHypers.from_dict(checkpoint["hypers"]), checkpoint["species"])
+        model.load_state_dict(checkpoint["state_dict"])
+    except (KeyError, RuntimeError, TypeError, ValueError) as error:
+        raise CheckpointError(f"checkpoint content does not describe a PET model: {error}") from None
+    return model
+
+
+def load(path: Union[str, Path], device="cpu", dtype=torch.float32) -> PET:
+    """The model stored at ``path``, in eval mode, on ``device`` in ``dtype``."""
+    return model_from_dict(read(path)).to(device=device, dtype=dtype).eval()

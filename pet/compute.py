@@ -1,0 +1,126 @@
+"""Energies, forces and virials of PET by autograd, optionally averaged over rotated copies.
+
+For K rotations R_k with weights w_k, the edge vectors of every structure are rotated inside
+the graph, r_ij → R_k r_ij, and autograd differentiates the weighted energy
+Ē = Σ_k w_k E(R_k A) with respect to positions and a strain ε (x → x (I + ε), rows are vectors):
+F̄ = -∂Ē/∂x and W̄ = -∂Ē/∂ε (full 3×3, eV). The copies run in chunks of at most ``chunk_size``
+to bound memory; every chunk is one batched forward and backward.
+"""
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from .model import PET
+from .neighbors import Graph
+
+
+@dataclass
+class Properties:
+    """Results for the S structures of a graph with N atoms (eV, eV/Å, eV).
+
+    ``energy`` (S,), ``energies`` (N,) per atom, ``forces`` (N, 3) or None, ``virial`` (S, 3, 3)
+    W = -∂E/∂ε or None (stress = -W / volume).
+    """
+
+    energy: torch.Tensor
+    energies: torch.Tensor
+    forces: Optional[torch.Tensor]
+    virial: Optional[torch.Tensor]
+
+
+def edge_vectors(graph: Graph, positions: torch.Tensor, strain: torch.Tensor) -> torch.Tensor:
+    """r_ij (E, 3) in Å from ``positions`` (N, 3) and ``strain`` (S, 3, 3), both in the graph."""
+    edge_structure = graph.structure[graph.centers]
+    cells = graph.cells[edge_structure]
+    vectors = positions[graph.neighbors] - positions[graph.centers]
+    vectors = vectors + torch.einsum("ea,eab->eb", graph.shifts, cells)
+    deformation = torch.eye(3, dtype=strain.dtype, device=strain.device) + strain
+    return torch.einsum("ea,eab->eb", vectors, deformation[edge_structure])
+
+
+def rotate_edges(vectors: torch.Tensor, rotations: torch.Tensor, graph: Graph) -> torch.Tensor:
+    """Rotated copies (K, E, 3): R r for ``rotations`` (K, 3, 3) or per structure (K, S, 3, 3)."""
+    if rotations.dim() == 3:
+        return torch.einsum("kab,eb->kea", rotations, vectors)
+    per_edge = rotations[:, graph.structure[graph.centers]]
+    return torch.einsum("keab,eb->kea", per_edge, vectors)
+
+
+TOKENS_PER_CHUNK = 8192
+"""Default bound on copies × atoms × (neighbours + 1) per forward pass: on a CPU, larger batches
+of rotated copies run slower per copy (memory traffic), smaller ones waste per-call overhead."""
+
+
+def default_chunk_size(graph: Graph) -> int:
+    """Rotated copies per forward pass so that one pass holds about :data:`TOKENS_PER_CHUNK` tokens."""
+    tokens = graph.n_atoms * (graph.slots.shape[1] + 1)
+    return max(1, TOKENS_PER_CHUNK // max(tokens, 1))
+
+
+def compute(
+    model: PET,
+    graph: Graph,
+    rotations: Optional[torch.Tensor] = None,
+    weights: Optional[torch.Tensor] = None,
+    forces: bool = True,
+    virial: bool = True,
+    chunk_size: Optional[int] = None,
+    create_graph: bool = False,
+) -> Properties:
+    """Evaluate ``model`` on ``graph`` (already on the model's device and dtype).
+
+    ``rotations`` (K, 3, 3) or (K, S, 3, 3) and ``weights`` (K,) select the average
+    Σ_k w_k E(R_k A); None means the raw model. ``create_graph`` keeps the graph of the
+    derivatives (training on forces); it forbids chunking. ``chunk_size`` None: automatic
+    (:func:`default_chunk_size`).
+    """
+    dtype, device = graph.positions.dtype, graph.positions.device
+    if rotations is None:
+        rotations = torch.eye(3, dtype=dtype, device=device)[None]
+        weights = torch.ones(1, dtype=dtype, device=device)
+        rotate = False
+    else:
+        rotations = rotations.to(device=device, dtype=dtype)
+        weights = torch.as_tensor(weights).to(device=device, dtype=dtype)
+        rotate = True
+    n_copies = rotations.shape[0]
+    if create_graph:
+        chunk_size = n_copies
+    elif chunk_size is None:
+        chunk_size = default_chunk_size(graph)
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
+
+    forces, virial = bool(forces), bool(virial)
+    positions = graph.positions.detach().requires_grad_(forces)
+    strain = torch.zeros(graph.n_structures, 3, 3, dtype=dtype, device=device, requires_grad=virial)
+    inputs = [t for t, wanted in ((positions, forces), (strain, virial)) if wanted]
+
+    energies = torch.zeros(graph.n_atoms, dtype=dtype, device=device)
+    gradients = [torch.zeros_like(t) for t in inputs]
+    with torch.set_grad_enabled(bool(inputs) or torch.is_grad_enabled()):
+        for start in range(0, n_copies, chunk_size):
+            stop = min(start + chunk_size, n_copies)
+            vectors = edge_vectors(graph, positions, strain)
+            if rotate:
+                vectors = rotate_edges(vectors, rotations[start:stop], graph)
+            else:
+                vectors = vectors[None]
+            atomic = model(vectors, graph)
+            chunk_energies = torch.einsum("k,kn->n", weights[start:stop], atomic)
+            if inputs:
+                chunk_gradients = torch.autograd.grad(
+                    chunk_energies.sum(), inputs, create_graph=create_graph
+                )
+                gradients = [g + c for g, c in zip(gradients, chunk_gradients)]
+            if not create_graph:
+                chunk_energies = chunk_energies.detach()
+            energies = energies + chunk_energies
+
+    energy = torch.zeros(graph.n_structures, dtype=dtype, device=device)
+    energy = energy.index_add(0, graph.structure, energies)
+    results = dict(zip([name for name, wanted in (("forces", forces), ("virial", virial)) if wanted],
+                       [-g for g in gradients]))
+    return Properties(energy, energies, results.get("forces"), results.get("virial"))

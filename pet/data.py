@@ -1,0 +1,184 @@
+"""The revPBE0-D3 bulk-water data set (Cheng et al., PNAS 116, 1110 (2019)): reading, download, split.
+
+Frames are ``ase.Atoms`` with the DFT energy (eV) and forces (eV/Å) attached as a
+SinglePointCalculator. Two sources:
+
+- a local extended-XYZ file in Å/eV with ``energy`` (info) and ``forces`` (arrays), e.g.
+  ``../shared/data/water-revpbe0-1396.xyz.gz`` (1396 of the 1593 frames);
+- the public original, ``training-set/dataset_1593.xyz`` of the GitHub repository
+  BingqingCheng/neural-network-potential-for-water-revPBE0-D3, in Bohr / Hartree with keys
+  ``TotEnergy`` and ``force``: :func:`download_full_dataset` fetches it once, converts it to Å/eV
+  and caches it in the user's cache directory.
+"""
+
+import gzip
+import os
+import shutil
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+import numpy as np
+from ase import Atoms
+from ase.calculators.singlepoint import SinglePointCalculator
+from ase.io import read, write
+from ase.io.extxyz import key_val_str_to_dict
+from ase.units import Bohr, Hartree
+
+FULL_DATASET_URL = (
+    "https://raw.githubusercontent.com/BingqingCheng/"
+    "neural-network-potential-for-water-revPBE0-D3/master/training-set/dataset_1593.xyz"
+)
+FULL_DATASET_NAME = "water-revpbe0-1593.xyz.gz"
+SHARED_DATASET = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "water-revpbe0-1396.xyz.gz"
+
+
+class DataError(ValueError):
+    """A data file that is missing, unreadable or lacks energies and forces."""
+
+
+def cache_dir() -> Path:
+    """$PET_IPI_CACHE, else $XDG_CACHE_HOME/pet-ipi, else ~/.cache/pet-ipi."""
+    if "PET_IPI_CACHE" in os.environ:
+        return Path(os.environ["PET_IPI_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pet-ipi"
+
+
+def _labelled(atoms: Atoms, energy: float, forces: np.ndarray) -> Atoms:
+    frame = Atoms(numbers=atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
+    frame.info.update({k: v for k, v in atoms.info.items() if k not in ("energy", "TotEnergy")})
+    frame.calc = SinglePointCalculator(frame, energy=float(energy), forces=np.asarray(forces, float))
+    return frame
+
+
+def _read_extxyz_fast(path) -> List[Atoms]:
+    """All frames of an extended-XYZ file (plain or .gz), parsed with numpy: ASE's reader takes
+    minutes on the 1396-frame file. Columns follow each frame's ``Properties``."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt") as handle:
+        lines = handle.read().splitlines()
+    frames, line = [], 0
+    while line < len(lines) and lines[line].strip():
+        n_atoms = int(lines[line])
+        info = key_val_str_to_dict(lines[line + 1])
+        rows = [text.split() for text in lines[line + 2: line + 2 + n_atoms]]
+        if len(rows) != n_atoms:
+            raise DataError(f"{path}: frame {len(frames)} is truncated")
+        columns, start = {}, 0
+        fields = info.pop("Properties", "species:S:1:pos:R:3").split(":")
+        for name, kind, width in zip(fields[::3], fields[1::3], fields[2::3]):
+            block = [row[start:start + int(width)] for row in rows]
+            columns[name] = block if kind == "S" else np.array(block, dtype=float)
+            start += int(width)
+        atoms = Atoms(symbols=[row[0] for row in columns["species"]], positions=columns["pos"],
+                      cell=info.pop("Lattice").T if "Lattice" in info else None,
+                      pbc=info.pop("pbc", "Lattice" in info))
+        energy = info.pop("energy", None)
+        atoms.info.update(info)
+        if energy is not None and "forces" in columns:
+            atoms.calc = SinglePointCalculator(atoms, energy=float(energy), forces=columns["forces"])
+        for name, values in columns.items():
+            if name not in ("species", "pos", "forces"):
+                atoms.arrays[name] = np.asarray(values)
+        frames.append(atoms)
+        line += 2 + n_atoms
+    return frames
+
+
+def read_frames(path) -> List[Atoms]:
+    """Labelled frames (energy in eV, forces in eV/Å) from an ASE-readable file in Å/eV."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"no data file at {path}")
+    try:
+        if path.name.endswith((".xyz", ".extxyz", ".xyz.gz", ".extxyz.gz")):
+            frames = _read_extxyz_fast(path)
+        else:
+            frames = read(path, index=":")
+    except DataError:
+        raise
+    except Exception as error:
+        raise DataError(f"cannot read {path}: {type(error).__name__}: {error}") from None
+    frames = frames if isinstance(frames, list) else [frames]
+    labelled = []
+    for number, atoms in enumerate(frames):
+        try:
+            energy, forces = atoms.get_potential_energy(), atoms.get_forces()
+        except Exception:
+            raise DataError(f"{path}: frame {number} has no energy and forces") from None
+        labelled.append(_labelled(atoms, energy, forces))
+    if not labelled:
+        raise DataError(f"{path} holds no frames")
+    return labelled
+
+
+def convert_atomic_units(frames: Sequence[Atoms]) -> List[Atoms]:
+    """Frames of the original file (Bohr, Hartree, Hartree/Bohr; ``TotEnergy``, ``force``) in Å/eV."""
+    converted = []
+    for number, atoms in enumerate(frames):
+        if "TotEnergy" not in atoms.info or "force" not in atoms.arrays:
+            raise DataError(f"frame {number} lacks TotEnergy or force: not the original data format")
+        scaled = Atoms(numbers=atoms.numbers, positions=atoms.positions * Bohr,
+                       cell=np.asarray(atoms.cell) * Bohr, pbc=True)
+        scaled.info["source_index"] = number
+        converted.append(_labelled(scaled, atoms.info["TotEnergy"] * Hartree,
+                                   atoms.arrays["force"] * Hartree / Bohr))
+    return converted
+
+
+def download_full_dataset(url: str = FULL_DATASET_URL, cache: Optional[Path] = None,
+                          timeout: float = 60.0) -> Path:
+    """Download the 1593-frame set once, convert it to Å/eV; returns the cached file's path."""
+    target = Path(cache or cache_dir()) / FULL_DATASET_NAME
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    raw = target.with_name("dataset_1593.xyz.part")
+    print(f"downloading the revPBE0-D3 water data set from {url} ...", flush=True)
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response, open(raw, "wb") as out:
+            shutil.copyfileobj(response, out)
+    except (urllib.error.URLError, OSError) as error:
+        raw.unlink(missing_ok=True)
+        raise DataError(
+            f"cannot download {url} ({error}); when offline, download it elsewhere and pass its "
+            f"path, or put the converted file at {target}"
+        ) from None
+    frames = convert_atomic_units(read(raw, index=":", format="extxyz"))
+    with gzip.open(target.with_suffix(".part"), "wt") as out:
+        write(out, frames, format="extxyz")
+    target.with_suffix(".part").replace(target)
+    raw.unlink()
+    print(f"saved {len(frames)} frames in Å/eV to {target}", flush=True)
+    return target
+
+
+def default_dataset() -> Path:
+    """The data set commands use by default: $PET_IPI_DATA, the 1396-frame file in ../shared/data
+    next to this checkout, or the full set in the cache (downloaded if needed)."""
+    if "PET_IPI_DATA" in os.environ:
+        return Path(os.environ["PET_IPI_DATA"])
+    if SHARED_DATASET.is_file():
+        return SHARED_DATASET
+    return download_full_dataset()
+
+
+def split_indices(n_frames: int, fractions=(0.9, 0.05, 0.05), seed: int = 0) -> dict:
+    """Deterministic random split of ``range(n_frames)``: {"train", "validation", "test"} lists."""
+    if n_frames < 3:
+        raise DataError(f"need at least 3 frames to split, got {n_frames}")
+    fractions = np.asarray(fractions, dtype=float)
+    if fractions.shape != (3,) or np.any(fractions <= 0) or abs(fractions.sum() - 1) > 1e-9:
+        raise DataError(f"split fractions must be three positive numbers summing to 1, got {fractions}")
+    order = np.random.default_rng(seed).permutation(n_frames)
+    n_validation = max(1, int(round(fractions[1] * n_frames)))
+    n_test = max(1, int(round(fractions[2] * n_frames)))
+    n_train = n_frames - n_validation - n_test
+    return {
+        "train": sorted(order[:n_train].tolist()),
+        "validation": sorted(order[n_train:n_train + n_validation].tolist()),
+        "test": sorted(order[n_train + n_validation:].tolist()),
+        "seed": seed,
+        "n_frames": n_frames,
+    }

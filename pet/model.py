@@ -1,0 +1,119 @@
+"""The Point Edge Transformer (Pozdnyakov & Ceriotti, NeurIPS 2023) as DESIGN.md section 3 states it.
+
+The network reads raw Cartesian edge vectors, so it is exactly invariant to translations and
+permutations but only approximately to rotations. Several structures, or several rotated copies
+of the same structures, run in one call: edge vectors have shape (K, E, 3) for K copies of a
+graph of E edges, and every hidden tensor carries the leading copy axis K.
+"""
+
+from typing import Sequence
+
+import torch
+from ase.data import chemical_symbols
+from torch import nn
+
+from .cutoff import smooth_cutoff
+from .hypers import PETHypers
+from .neighbors import Graph
+from .transformer import Transformer
+
+
+def _mlp(d_in: int, d_hidden: int) -> nn.Sequential:
+    """Readout head d_in → d_hidden → d_hidden → 1 with SiLU."""
+    return nn.Sequential(
+        nn.Linear(d_in, d_hidden), nn.SiLU(), nn.Linear(d_hidden, d_hidden), nn.SiLU(),
+        nn.Linear(d_hidden, 1),
+    )
+
+
+class GNNLayer(nn.Module):
+    """One message-passing layer: edge tokens, a central token, a transformer, two heads."""
+
+    def __init__(self, hypers: PETHypers, n_species: int):
+        super().__init__()
+        d = hypers.d_pet
+        self.geometry_embedding = nn.Linear(4, d)
+        self.compress = nn.Sequential(nn.Linear(2 * d, d), nn.SiLU(), nn.Linear(d, d))
+        self.central_embedding = nn.Embedding(n_species, d)
+        self.transformer = Transformer(d, hypers.n_tl, hypers.n_heads, hypers.d_feedforward)
+        self.central_head = _mlp(d, hypers.d_head)
+        self.bond_head = _mlp(d, hypers.d_head)
+
+
+class PET(nn.Module):
+    """PET energy model.
+
+    ``species``: the atomic numbers the model knows. Buffers ``baseline`` (eV per atom of each
+    species, fitted on the training set) and ``energy_scale`` (eV, multiplies the network's output)
+    are part of the state.
+    """
+
+    def __init__(self, hypers: PETHypers, species: Sequence[int]):
+        super().__init__()
+        self.hypers = hypers
+        self.species = [int(z) for z in sorted(set(species))]
+        if not self.species:
+            raise ValueError("a PET model needs at least one species")
+        lookup = torch.full((max(self.species) + 1,), -1, dtype=torch.long)
+        lookup[self.species] = torch.arange(len(self.species))
+        self.register_buffer("species_lookup", lookup, persistent=False)
+        self.register_buffer("baseline", torch.zeros(len(self.species)))
+        self.register_buffer("energy_scale", torch.ones(()))
+        self.neighbor_embedding = nn.Embedding(len(self.species), hypers.d_pet)
+        self.layers = nn.ModuleList(GNNLayer(hypers, len(self.species)) for _ in range(hypers.n_gnn))
+
+    def species_index(self, numbers: torch.Tensor) -> torch.Tensor:
+        """Map atomic numbers (N,) to species indices (N,); unknown elements raise ValueError."""
+        numbers = numbers.to(self.species_lookup.device)
+        known = (numbers >= 0) & (numbers < len(self.species_lookup))
+        index = torch.full_like(numbers, -1)
+        index[known] = self.species_lookup[numbers[known]]
+        if bool((index < 0).any()):
+            unknown = sorted({int(z) for z in numbers[index < 0].tolist()})
+            names = ", ".join(
+                chemical_symbols[z] if 0 < z < len(chemical_symbols) else f"Z={z}" for z in unknown
+            )
+            known_names = ", ".join(chemical_symbols[z] for z in self.species)
+            raise ValueError(f"this model knows only {known_names}; the structure contains {names}")
+        return index
+
+    def forward(self, vectors: torch.Tensor, graph: Graph) -> torch.Tensor:
+        """Atomic energies (K, N) in eV from edge vectors ``vectors`` (K, E, 3) in Å."""
+        n_copies, n_edges, _ = vectors.shape
+        n_atoms, width = graph.slots.shape
+        species = self.species_index(graph.numbers)
+        distances = vectors.norm(dim=-1)
+        cutoff = smooth_cutoff(distances, self.hypers.cutoff, self.hypers.cutoff_width)
+        geometry = torch.cat([vectors, distances[..., None]], dim=-1)
+
+        # edge e sits at position flat[e] of the (N * M) padded layout
+        padded = graph.slots < n_edges
+        flat = torch.empty(n_edges, dtype=torch.long, device=vectors.device)
+        flat[graph.slots[padded]] = torch.arange(n_atoms * width, device=vectors.device).view(
+            n_atoms, width
+        )[padded]
+
+        def to_padded(edge_values: torch.Tensor) -> torch.Tensor:
+            """(K, E, C) → (K, N, M, C), zeros in padding."""
+            zero = edge_values.new_zeros(n_copies, 1, edge_values.shape[-1])
+            return torch.cat([edge_values, zero], dim=1)[:, graph.slots]
+
+        key_weights = torch.cat(
+            [cutoff.new_ones(n_copies, n_atoms, 1), to_padded(cutoff[..., None])[..., 0]], dim=-1
+        ).reshape(n_copies * n_atoms, width + 1)
+
+        message = self.neighbor_embedding(species[graph.neighbors]).expand(n_copies, -1, -1)
+        energy = vectors.new_zeros(n_copies, n_atoms)
+        for layer in self.layers:
+            tokens = layer.compress(torch.cat([layer.geometry_embedding(geometry), message], dim=-1))
+            central = layer.central_embedding(species).expand(n_copies, -1, -1)
+            sequence = torch.cat([central[:, :, None], to_padded(tokens)], dim=2)
+            sequence = layer.transformer(
+                sequence.reshape(n_copies * n_atoms, width + 1, -1), key_weights
+            ).view(n_copies, n_atoms, width + 1, -1)
+            edge_out = sequence[:, :, 1:].reshape(n_copies, n_atoms * width, -1)[:, flat]
+            bond = layer.bond_head(edge_out)[..., 0] * cutoff
+            energy = energy + layer.central_head(sequence[:, :, 0])[..., 0]
+            energy = energy.index_add(1, graph.centers, bond)
+            message = 0.5 * (message + edge_out[:, graph.reverse])
+        return self.energy_scale * energy + self.baseline[species]

@@ -1,0 +1,308 @@
+"""``pet-train CONFIG.yaml``: train PET on energies and forces with rotational augmentation.
+
+The protocol of the paper (DESIGN.md section 3): Adam without weight decay, a one-cycle learning
+rate (linear warm-up, a high rate, then a sharp cosine drop), loss
+w_E · MSE(E per atom)/σ_E² + w_F · MSE(F)/σ_F² (σ from the training set), a new random proper or
+improper rotation of every structure at every epoch, the best checkpoint by validation force MAE,
+early stopping, periodic checkpoints and automatic resume from ``OUTPUT/last.pt``.
+Optional: a symmetry-consistency term penalising the difference of predictions for two random
+rotations of the same structure (``symmetry_weight``, off by default).
+"""
+
+import argparse
+import json
+import logging
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from grids.quadrature import random_rotation
+
+from . import checkpoint
+from .calculator import resolve_dtype
+from .compute import compute
+from .data import DataError, default_dataset, read_frames, split_indices
+from .hypers import PETHypers
+from .model import PET
+from .neighbors import batch_graphs, graph_from_atoms
+
+DEFAULTS = {
+    "model": {},
+    "data": {"path": None, "max_frames": None, "fractions": [0.9, 0.05, 0.05], "seed": 0},
+    "training": {
+        "epochs": 100, "batch_size": 4, "learning_rate": 1e-3, "warmup_fraction": 0.05,
+        "final_lr_ratio": 1e-3, "energy_weight": 0.01, "force_weight": 1.0, "augment": True,
+        "symmetry_weight": 0.0, "patience": None, "seed": 0, "device": "cpu", "dtype": "float32",
+        "threads": None, "validate_every": 1, "max_hours": None,
+    },
+    "output": "runs/train",
+}
+
+log = logging.getLogger("pet.train")
+
+
+class ConfigError(ValueError):
+    """An invalid training configuration."""
+
+
+def load_config(path) -> dict:
+    """The YAML config at ``path`` merged over :data:`DEFAULTS`, checked for unknown keys."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"no config file at {path}")
+    try:
+        user = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path} is not valid YAML: {error}") from None
+    return merge_config(user, source=str(path))
+
+
+def merge_config(user: dict, source: str = "config") -> dict:
+    if not isinstance(user, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping")
+    unknown = sorted(set(user) - set(DEFAULTS))
+    if unknown:
+        raise ConfigError(f"{source}: unknown section(s) {unknown}; known: {sorted(DEFAULTS)}")
+    config = {"model": dict(user.get("model") or {}), "output": user.get("output", DEFAULTS["output"])}
+    for section in ("data", "training"):
+        values = user.get(section) or {}
+        unknown = sorted(set(values) - set(DEFAULTS[section]))
+        if unknown:
+            raise ConfigError(f"{source}: unknown key(s) {unknown} in '{section}'; known: "
+                              f"{sorted(DEFAULTS[section])}")
+        config[section] = {**DEFAULTS[section], **values}
+    try:
+        PETHypers.from_dict(config["model"])
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{source}: model: {error}") from None
+    return config
+
+
+def fit_baseline(frames, species) -> np.ndarray:
+    """Per-species energies (eV) minimising Σ (E - Σ_s n_s b_s)² over ``frames`` (min-norm)."""
+    counts = np.array([[np.sum(a.numbers == z) for z in species] for a in frames], dtype=float)
+    energies = np.array([a.get_potential_energy() for a in frames])
+    return np.linalg.lstsq(counts, energies, rcond=None)[0]
+
+
+class Dataset:
+    """Frames as graphs plus their targets, on the training device and dtype."""
+
+    def __init__(self, frames, cutoff, device, dtype):
+        self.graphs = [graph_from_atoms(a, cutoff).to(device, dtype) for a in frames]
+        self.energy = [torch.tensor(a.get_potential_energy(), dtype=dtype, device=device) for a in frames]
+        self.forces = [torch.as_tensor(a.get_forces(), dtype=dtype, device=device) for a in frames]
+
+    def __len__(self):
+        return len(self.graphs)
+
+    def batch(self, indices):
+        graph = batch_graphs([self.graphs[i] for i in indices])
+        energy = torch.stack([self.energy[i] for i in indices])
+        forces = torch.cat([self.forces[i] for i in indices])
+        return graph, energy, forces
+
+
+def _random_rotations(rng, n, dtype, device):
+    return torch.as_tensor(np.stack([random_rotation(rng) for _ in range(n)]), dtype=dtype,
+                           device=device)[None]
+
+
+def evaluate_errors(model, dataset, batch_size=4) -> dict:
+    """MAE and RMSE of energy (meV/atom) and forces (meV/Å) of the raw model on ``dataset``."""
+    energy_errors, force_errors = [], []
+    for start in range(0, len(dataset), batch_size):
+        graph, energy, forces = dataset.batch(range(start, min(start + batch_size, len(dataset))))
+        result = compute(model, graph, virial=False)
+        n_atoms = torch.bincount(graph.structure, minlength=graph.n_structures)
+        energy_errors.append(((result.energy - energy) / n_atoms).detach().cpu().double())
+        force_errors.append((result.forces - forces).detach().cpu().double().reshape(-1))
+    e, f = torch.cat(energy_errors) * 1000, torch.cat(force_errors) * 1000
+    return {"energy_mae": float(e.abs().mean()), "energy_rmse": float(e.pow(2).mean().sqrt()),
+            "force_mae": float(f.abs().mean()), "force_rmse": float(f.pow(2).mean().sqrt())}
+
+
+class Trainer:
+    """One training run: data, model, optimiser, schedule, checkpoints under ``output``."""
+
+    def __init__(self, config: dict, restart: bool = False):
+        self.config = config
+        train = config["training"]
+        self.output = Path(config["output"])
+        self.device = train["device"]
+        self.dtype = resolve_dtype(train["dtype"])
+        if train["threads"]:
+            torch.set_num_threads(int(train["threads"]))
+        torch.manual_seed(train["seed"])
+        self.rng = np.random.default_rng(train["seed"])
+        self.hypers = PETHypers.from_dict(config["model"])
+
+        data = config["data"]
+        path = Path(data["path"]) if data["path"] else default_dataset()
+        frames = read_frames(path)
+        if data["max_frames"]:
+            frames = frames[: int(data["max_frames"])]
+        self.split = split_indices(len(frames), data["fractions"], data["seed"])
+        self.split["path"] = str(path)
+        log.info("data: %d frames from %s; split %d / %d / %d (seed %d)", len(frames), path,
+                 len(self.split["train"]), len(self.split["validation"]), len(self.split["test"]),
+                 data["seed"])
+        train_frames = [frames[i] for i in self.split["train"]]
+        species = sorted({int(z) for a in frames for z in a.numbers})
+
+        self.model = PET(self.hypers, species)
+        baseline = fit_baseline(train_frames, species)
+        residual = np.array([(a.get_potential_energy() - baseline[np.searchsorted(species, a.numbers)].sum())
+                             / len(a) for a in train_frames])
+        forces = np.concatenate([a.get_forces().ravel() for a in train_frames])
+        self.sigma_energy = float(max(residual.std(), 1e-3))
+        self.sigma_forces = float(forces.std())
+        self.model.baseline.copy_(torch.as_tensor(baseline))
+        self.model.energy_scale.fill_(self.sigma_forces)
+        self.model.to(self.device, self.dtype)
+
+        log.info("building neighbour lists ...")
+        self.train_set = Dataset(train_frames, self.hypers.cutoff, self.device, self.dtype)
+        self.validation_set = Dataset([frames[i] for i in self.split["validation"]],
+                                      self.hypers.cutoff, self.device, self.dtype)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=train["learning_rate"])
+        steps_per_epoch = math.ceil(len(self.train_set) / train["batch_size"])
+        self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            self.optimizer, max_lr=train["learning_rate"], epochs=train["epochs"],
+            steps_per_epoch=steps_per_epoch, pct_start=train["warmup_fraction"],
+            anneal_strategy="cos", div_factor=25.0,
+            final_div_factor=1.0 / (25.0 * train["final_lr_ratio"]) * 25.0,
+        )
+        self.epoch, self.best, self.since_best, self.history = 0, math.inf, 0, []
+        last = self.output / "last.pt"
+        if last.is_file() and not restart:
+            self._resume(last)
+
+    def _metadata(self) -> dict:
+        return {"config": self.config, "epoch": self.epoch, "best_validation_force_mae": self.best,
+                "sigma_energy": self.sigma_energy, "sigma_forces": self.sigma_forces,
+                "history": self.history, "torch": torch.__version__}
+
+    def _resume(self, path):
+        stored = checkpoint.read(path)
+        if stored["metadata"].get("config") != self.config:
+            raise ConfigError(f"{path} was written with another config: use --restart to start over "
+                              "or another output directory")
+        self.model.load_state_dict(stored["state_dict"])
+        self.optimizer.load_state_dict(stored["extra"]["optimizer"])
+        self.scheduler.load_state_dict(stored["extra"]["scheduler"])
+        self.rng.bit_generator.state = json.loads(stored["extra"]["rng"])
+        torch.set_rng_state(stored["extra"]["torch_rng"])
+        meta = stored["metadata"]
+        self.epoch, self.best, self.history = meta["epoch"], meta["best_validation_force_mae"], meta["history"]
+        self.since_best = stored["extra"]["since_best"]
+        log.info("resumed from %s at epoch %d (best validation force MAE %.2f meV/Å)",
+                 path, self.epoch, self.best)
+
+    def _save(self, name, resumable=False):
+        extra = {}
+        if resumable:
+            extra = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                     "rng": json.dumps(self.rng.bit_generator.state), "torch_rng": torch.get_rng_state(),
+                     "since_best": self.since_best}
+        checkpoint.save(self.output / name, self.model, self._metadata(), self.split, extra)
+
+    def _loss(self, graph, energy, forces):
+        train = self.config["training"]
+        n_atoms = torch.bincount(graph.structure, minlength=graph.n_structures)
+        rotations = None
+        if train["augment"]:
+            rotations = _random_rotations(self.rng, graph.n_structures, self.dtype, self.device)
+        ones = torch.ones(1, dtype=self.dtype, device=self.device)
+        result = compute(self.model, graph, rotations, ones, virial=False, create_graph=True)
+        loss = (train["energy_weight"] * (((result.energy - energy) / n_atoms) ** 2).mean() / self.sigma_energy**2
+                + train["force_weight"] * ((result.forces - forces) ** 2).mean() / self.sigma_forces**2)
+        if train["symmetry_weight"] > 0:
+            other = _random_rotations(self.rng, graph.n_structures, self.dtype, self.device)
+            second = compute(self.model, graph, other, ones, virial=False, create_graph=True)
+            loss = loss + train["symmetry_weight"] * (
+                (((result.energy - second.energy) / n_atoms) ** 2).mean() / self.sigma_energy**2
+                + ((result.forces - second.forces) ** 2).mean() / self.sigma_forces**2)
+        return loss
+
+    def run(self) -> dict:
+        train = self.config["training"]
+        self.output.mkdir(parents=True, exist_ok=True)
+        started = time.time()
+        log.info("model: %s, %d parameters; σ_E %.4f eV/atom, σ_F %.4f eV/Å",
+                 self.hypers.to_dict(), sum(p.numel() for p in self.model.parameters()),
+                 self.sigma_energy, self.sigma_forces)
+        while self.epoch < train["epochs"]:
+            epoch_start = time.time()
+            self.model.train()
+            order = self.rng.permutation(len(self.train_set))
+            losses = []
+            for start in range(0, len(order), train["batch_size"]):
+                graph, energy, forces = self.train_set.batch(order[start:start + train["batch_size"]])
+                loss = self._loss(graph, energy, forces)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+                self.scheduler.step()
+                losses.append(float(loss.detach()))
+            self.epoch += 1
+            self.model.eval()
+            record = {"epoch": self.epoch, "loss": float(np.mean(losses)),
+                      "lr": self.scheduler.get_last_lr()[0]}
+            if self.epoch % train["validate_every"] == 0 or self.epoch == train["epochs"]:
+                record.update({f"validation_{k}": v for k, v in evaluate_errors(self.model, self.validation_set).items()})
+                if record["validation_force_mae"] < self.best:
+                    self.best, self.since_best = record["validation_force_mae"], 0
+                    self._save("best.pt")
+                else:
+                    self.since_best += train["validate_every"]
+            record["seconds"] = time.time() - epoch_start
+            self.history.append(record)
+            log.info("epoch %4d  loss %.4g  val MAE E %.3f meV/atom  F %.2f meV/Å  lr %.2e  %.0f s",
+                     self.epoch, record["loss"], record.get("validation_energy_mae", float("nan")),
+                     record.get("validation_force_mae", float("nan")), record["lr"], record["seconds"])
+            self._save("last.pt", resumable=True)
+            if train["patience"] and self.since_best >= train["patience"]:
+                log.info("early stop: no improvement in %d epochs", self.since_best)
+                break
+            if train["max_hours"] and time.time() - started > 3600 * train["max_hours"]:
+                log.info("stopping after max_hours = %s; run again to resume", train["max_hours"])
+                break
+        return {"epoch": self.epoch, "best_validation_force_mae": self.best}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="pet-train", description="Train PET on energies and forces (resumes OUTPUT/last.pt).",
+        epilog="example: pet-train inputs/training/small.yaml --output runs/small")
+    parser.add_argument("config", help="YAML file with sections model, data, training, output")
+    parser.add_argument("--output", help="output directory (overrides the config's 'output')")
+    parser.add_argument("--restart", action="store_true", help="ignore OUTPUT/last.pt and start over")
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config)
+        if args.output:
+            config["output"] = args.output
+        output = Path(config["output"])
+        output.mkdir(parents=True, exist_ok=True)
+        handlers = [logging.StreamHandler(sys.stdout), logging.FileHandler(output / "train.log")]
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", handlers=handlers, force=True)
+        result = Trainer(config, restart=args.restart).run()
+    except (ConfigError, DataError, checkpoint.CheckpointError, ValueError) as error:
+        print(f"pet-train: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("pet-train: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    print(f"done: {result['epoch']} epochs, best validation force MAE "
+          f"{result['best_validation_force_mae']:.2f} meV/Å; model in {output / 'best.pt'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
