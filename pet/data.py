@@ -71,9 +71,10 @@ def _read_extxyz_fast(path) -> List[Atoms]:
             block = [row[start:start + int(width)] for row in rows]
             columns[name] = block if kind == "S" else np.array(block, dtype=float)
             start += int(width)
+        periodic = "Lattice" in info  # extended XYZ: a Lattice without pbc means periodic
         atoms = Atoms(symbols=[row[0] for row in columns["species"]], positions=columns["pos"],
-                      cell=info.pop("Lattice").T if "Lattice" in info else None,
-                      pbc=info.pop("pbc", "Lattice" in info))
+                      cell=info.pop("Lattice").T if periodic else None,
+                      pbc=info.pop("pbc", periodic))
         energy = info.pop("energy", None)
         atoms.info.update(info)
         if energy is not None and "forces" in columns:
