@@ -77,8 +77,9 @@ def _read_extxyz_fast(path) -> List[Atoms]:
                       pbc=info.pop("pbc", periodic))
         energy = info.pop("energy", None)
         atoms.info.update(info)
-        if energy is not None and "forces" in columns:
-            atoms.calc = SinglePointCalculator(atoms, energy=float(energy), forces=columns["forces"])
+        if energy is not None or "forces" in columns:
+            atoms.calc = SinglePointCalculator(
+                atoms, energy=None if energy is None else float(energy), forces=columns.get("forces"))
         for name, values in columns.items():
             if name not in ("species", "pos", "forces"):
                 atoms.arrays[name] = np.asarray(values)
@@ -87,8 +88,9 @@ def _read_extxyz_fast(path) -> List[Atoms]:
     return frames
 
 
-def read_frames(path) -> List[Atoms]:
-    """Labelled frames (energy in eV, forces in eV/Å) from an ASE-readable file in Å/eV."""
+def read_structures(path) -> List[Atoms]:
+    """Every frame of an ASE-readable file in Å/eV, labelled or not: an energy (eV) and forces
+    (eV/Å) stored in the file are attached as a SinglePointCalculator, as far as they exist."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"no data file at {path}")
@@ -102,15 +104,20 @@ def read_frames(path) -> List[Atoms]:
     except Exception as error:
         raise DataError(f"cannot read {path}: {type(error).__name__}: {error}") from None
     frames = frames if isinstance(frames, list) else [frames]
+    if not frames:
+        raise DataError(f"{path} holds no frames")
+    return frames
+
+
+def read_frames(path) -> List[Atoms]:
+    """Labelled frames (energy in eV, forces in eV/Å) from an ASE-readable file in Å/eV."""
     labelled = []
-    for number, atoms in enumerate(frames):
+    for number, atoms in enumerate(read_structures(path)):
         try:
             energy, forces = atoms.get_potential_energy(), atoms.get_forces()
         except Exception:
             raise DataError(f"{path}: frame {number} has no energy and forces") from None
         labelled.append(_labelled(atoms, energy, forces))
-    if not labelled:
-        raise DataError(f"{path} holds no frames")
     return labelled
 
 
