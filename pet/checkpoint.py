@@ -77,7 +77,9 @@ def read(path: Union[str, Path]) -> dict:
     if not path.is_file():
         raise CheckpointError(f"no checkpoint file at {path}")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        # TorchVersion (a str subclass) is allowed: checkpoints of earlier trainers stored torch.__version__
+        with torch.serialization.safe_globals([torch.torch_version.TorchVersion]):
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
         raise CheckpointError(f"{path} is not a readable checkpoint ({type(error).__name__}: {error})") from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:

@@ -186,7 +186,7 @@ class Trainer:
     def _metadata(self) -> dict:
         return {"config": self.config, "epoch": self.epoch, "best_validation_force_mae": self.best,
                 "sigma_energy": self.sigma_energy, "sigma_forces": self.sigma_forces,
-                "history": self.history, "torch": torch.__version__}
+                "history": self.history, "torch": str(torch.__version__)}
 
     def _resume(self, path):
         stored = checkpoint.read(path)
