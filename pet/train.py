@@ -156,6 +156,10 @@ class Trainer:
         species = sorted({int(z) for a in frames for z in a.numbers})
 
         self.model = PET(self.hypers, species)
+        for layer in self.model.layers:  # start from E = baseline, F = 0
+            for head in (layer.central_head, layer.bond_head):
+                torch.nn.init.zeros_(head[-1].weight)
+                torch.nn.init.zeros_(head[-1].bias)
         baseline = fit_baseline(train_frames, species)
         residual = np.array([(a.get_potential_energy() - baseline[np.searchsorted(species, a.numbers)].sum())
                              / len(a) for a in train_frames])
