@@ -111,7 +111,7 @@ class PET(nn.Module):
             sequence = layer.transformer(
                 sequence.reshape(n_copies * n_atoms, width + 1, -1), key_weights
             ).view(n_copies, n_atoms, width + 1, -1)
-            edge_out = sequence[:, :, 1:].reshape(n_copies, n_atoms * width, -1)[:, flat]
+            edge_out = sequence[:, :, 1:].reshape(n_copies, n_atoms * width, sequence.shape[-1])[:, flat]
             bond = layer.bond_head(edge_out)[..., 0] * cutoff
             energy = energy + layer.central_head(sequence[:, :, 0])[..., 0]
             energy = energy.index_add(1, graph.centers, bond)
