@@ -252,6 +252,20 @@ def test_random_rotation_evaluator_is_the_raw_model_on_a_rotated_copy(tiny_model
     assert abs(float(second.energy - first.energy)) > 1e-6
 
 
+def test_random_rotation_draws_one_rotation_per_structure_of_a_batch(tiny_model, water_cell, water_cluster):
+    evaluator = RandomRotation(tiny_model, seed=3)
+    batched = evaluator(graph_from_atoms([water_cell, water_cluster], CUTOFF))
+    rng = np.random.default_rng(3)
+    start = 0
+    for index, atoms in enumerate((water_cell, water_cluster)):
+        rotation = random_rotation(rng)
+        direct = evaluate(RawModel(tiny_model), rotated(atoms, rotation))
+        stop = start + len(atoms)
+        assert float(batched.energy[index]) == pytest.approx(float(direct.energy[0]), rel=1e-13)
+        np.testing.assert_allclose(batched.forces[start:stop].numpy(), direct.forces.numpy() @ rotation, atol=1e-10)
+        start = stop
+
+
 def test_make_evaluator_modes(tiny_model):
     assert isinstance(make_evaluator(tiny_model, "raw"), RawModel)
     assert isinstance(make_evaluator(tiny_model, "random", seed=1), RandomRotation)
