@@ -36,7 +36,8 @@ class RawModel:
 class GridAverage:
     """The model averaged over the rotation grid ``spec`` ("2i", "3", ...).
 
-    ``chunk_size``: the most rotated copies in one forward pass (None: automatic, :func:`pet.compute.default_chunk_size`).
+    ``chunk_size``: the most rotated copies in one forward pass (None: automatic, see
+    :func:`pet.compute.default_chunk_size`).
     """
 
     def __init__(self, model: PET, spec: str, chunk_size: Optional[int] = None):
