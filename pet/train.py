@@ -180,7 +180,7 @@ class Trainer:
             self.optimizer, max_lr=train["learning_rate"], epochs=train["epochs"],
             steps_per_epoch=steps_per_epoch, pct_start=train["warmup_fraction"],
             anneal_strategy="cos", div_factor=25.0,
-            final_div_factor=1.0 / (25.0 * train["final_lr_ratio"]) * 25.0,
+            final_div_factor=1.0 / (25.0 * train["final_lr_ratio"]),  # final lr = ratio × max lr
         )
         self.epoch, self.best, self.since_best, self.history = 0, math.inf, 0, []
         last = self.output / "last.pt"
