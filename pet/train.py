@@ -58,7 +58,7 @@ def load_config(path) -> dict:
     try:
         user = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as error:
-        raise ConfigError(f"{path} is not valid YAML: {error}") from None
+        raise ConfigError(f"{path} is not valid YAML: {' '.join(str(error).split())}") from None
     return merge_config(user, source=str(path))
 
 
@@ -68,6 +68,10 @@ def merge_config(user: dict, source: str = "config") -> dict:
     unknown = sorted(set(user) - set(DEFAULTS))
     if unknown:
         raise ConfigError(f"{source}: unknown section(s) {unknown}; known: {sorted(DEFAULTS)}")
+    for section in ("model", "data", "training"):
+        if not isinstance(user.get(section) or {}, dict):
+            raise ConfigError(f"{source}: '{section}' must be a mapping of keys to values, "
+                              f"got {user[section]!r}")
     config = {"model": dict(user.get("model") or {}), "output": user.get("output", DEFAULTS["output"])}
     for section in ("data", "training"):
         values = user.get(section) or {}
