@@ -204,6 +204,19 @@ def test_chunked_grid_average_equals_all_at_once(tiny_model, water_cell):
             )
 
 
+def test_grid_average_of_a_batch_equals_separate_averages(tiny_model, water_cell, water_cluster):
+    evaluator = GridAverage(tiny_model, "2", chunk_size=4)
+    batched = evaluator(graph_from_atoms([water_cell, water_cluster], CUTOFF))
+    start = 0
+    for index, atoms in enumerate((water_cell, water_cluster)):
+        alone = evaluate(evaluator, atoms)
+        stop = start + len(atoms)
+        torch.testing.assert_close(batched.energy[index], alone.energy[0], rtol=1e-14, atol=0)
+        torch.testing.assert_close(batched.forces[start:stop], alone.forces, rtol=0, atol=1e-11)
+        torch.testing.assert_close(batched.virial[index], alone.virial[0], rtol=0, atol=1e-10)
+        start = stop
+
+
 def invariance_errors(evaluator, atoms, n_rotations=3, seed=0):
     """Largest |E(RA) - E(A)| (eV) and |F(RA) - R F(A)| (eV/Å) over random proper rotations."""
     reference = evaluate(evaluator, atoms)
