@@ -1,0 +1,165 @@
+"""pet.data: reading the shared data set, splitting, the original format's units, download and cache."""
+
+import gzip
+from io import StringIO
+
+import numpy as np
+import pytest
+from ase.io import read
+from ase.units import Bohr, Hartree
+
+from pet import data
+from pet.data import DataError, convert_atomic_units, download_full_dataset, read_frames, split_indices
+
+DATASET = "water-revpbe0-1396.xyz.gz"
+
+ORIGINAL_FORMAT = """3
+Lattice="10.0 0.0 0.0 0.0 11.0 0.0 0.0 0.0 12.0" Properties=species:S:1:pos:R:3:force:R:3 TotEnergy=-17.25
+O 1.0 2.0 3.0 0.01 -0.02 0.03
+H 2.8 2.0 3.0 -0.01 0.02 0.0
+H 1.0 3.8 3.0 0.0 0.0 -0.03
+3
+Lattice="10.0 0.0 0.0 0.0 11.0 0.0 0.0 0.0 12.0" Properties=species:S:1:pos:R:3:force:R:3 TotEnergy=-17.5
+O 1.1 2.0 3.0 0.02 -0.01 0.0
+H 2.9 2.1 3.0 -0.02 0.01 0.01
+H 1.1 3.7 3.1 0.0 0.0 -0.01
+"""
+"""Two frames in the format of the public original (extended XYZ in Bohr, Hartree, Hartree/Bohr)."""
+
+
+@pytest.fixture(scope="module")
+def shared_frames(data_dir):
+    return read_frames(data_dir / DATASET)
+
+
+def test_read_frames_matches_ase_reader(shared_frames, data_dir):
+    assert len(shared_frames) == 1396
+    reference = read(data_dir / DATASET, index="0:3")  # ASE is slow on the whole file: a few frames
+    for ours, theirs in zip(shared_frames, reference):
+        assert np.array_equal(ours.numbers, theirs.numbers)
+        np.testing.assert_allclose(ours.positions, theirs.positions, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(ours.cell[:], theirs.cell[:], rtol=0, atol=1e-12)
+        assert list(ours.pbc) == list(theirs.pbc) == [True, True, True]
+        assert ours.get_potential_energy() == pytest.approx(theirs.get_potential_energy(), abs=1e-9)
+        np.testing.assert_allclose(ours.get_forces(), theirs.get_forces(), rtol=0, atol=1e-12)
+        assert ours.info["source_index"] == theirs.info["source_index"]
+    assert all(len(a) == 192 for a in shared_frames)
+    assert len({int(a.info["source_index"]) for a in shared_frames}) == 1396
+
+
+def test_split_is_reproducible_disjoint_and_covering():
+    split = split_indices(200, (0.8, 0.1, 0.1), seed=7)
+    assert split == split_indices(200, (0.8, 0.1, 0.1), seed=7)
+    parts = [set(split[k]) for k in ("train", "validation", "test")]
+    assert [len(p) for p in parts] == [160, 20, 20]
+    assert set().union(*parts) == set(range(200))
+    assert sum(len(p) for p in parts) == 200
+    assert split["seed"] == 7 and split["n_frames"] == 200
+    assert split_indices(200, (0.8, 0.1, 0.1), seed=8)["test"] != split["test"]
+    small = split_indices(3, (0.9, 0.05, 0.05), seed=0)  # every part gets at least one frame
+    assert all(len(small[k]) == 1 for k in ("train", "validation", "test"))
+
+
+@pytest.mark.parametrize("fractions", [(0.5, 0.5), (0.9, 0.1, 0.0), (0.6, 0.3, 0.3), (1.2, -0.1, -0.1)])
+def test_bad_split_fractions(fractions):
+    with pytest.raises(DataError, match="fractions"):
+        split_indices(100, fractions)
+
+
+def test_too_few_frames_to_split():
+    with pytest.raises(DataError, match="at least 3"):
+        split_indices(2)
+
+
+def test_missing_corrupt_and_unlabelled_files(tmp_path):
+    with pytest.raises(DataError, match="no data file"):
+        read_frames(tmp_path / "absent.xyz")
+    corrupt = tmp_path / "corrupt.xyz"
+    corrupt.write_text("this is not\nan xyz file\n")
+    with pytest.raises(DataError, match="cannot read"):
+        read_frames(corrupt)
+    truncated = tmp_path / "truncated.xyz"
+    truncated.write_text("3\nProperties=species:S:1:pos:R:3 energy=1.0\nO 0 0 0\nH 1 0 0\n")
+    with pytest.raises(DataError, match="truncated"):
+        read_frames(truncated)
+    broken_gz = tmp_path / "broken.xyz.gz"
+    broken_gz.write_bytes(b"\x1f\x8b not really gzip")
+    with pytest.raises(DataError, match="cannot read"):
+        read_frames(broken_gz)
+    unlabelled = tmp_path / "unlabelled.xyz"
+    unlabelled.write_text("3\nProperties=species:S:1:pos:R:3\nO 0 0 0\nH 0.96 0 0\nH 0 0.96 0\n")
+    with pytest.raises(DataError, match="no energy and forces"):
+        read_frames(unlabelled)
+    (frame,) = data.read_structures(unlabelled)  # pet-eval reads frames without labels
+    assert frame.calc is None and not frame.pbc.any()
+
+
+def test_lattice_without_pbc_is_periodic(tmp_path):
+    path = tmp_path / "cell.xyz"
+    path.write_text('3\nLattice="5 0 0 0 6 0 0 0 7" Properties=species:S:1:pos:R:3:forces:R:3 energy=-1.5\n'
+                    "O 0 0 0 0.1 0 0\nH 0.96 0 0 -0.1 0 0\nH 0 0.96 0 0 0 0\n")
+    (ours,) = read_frames(path)
+    theirs = read(path)
+    assert list(ours.pbc) == list(theirs.pbc) == [True, True, True]
+    np.testing.assert_allclose(ours.cell[:], np.diag([5.0, 6.0, 7.0]))
+
+
+def read_text(text):
+    """Frames of extended-XYZ ``text``, as ASE reads them."""
+    return read(StringIO(text), index=":", format="extxyz")
+
+
+def _check_converted(frames, rtol=1e-12):
+    """``frames`` are :data:`ORIGINAL_FORMAT` in Å/eV (``rtol``: the cached file keeps 8 decimals)."""
+    original = read_text(ORIGINAL_FORMAT)
+    assert len(frames) == 2
+    for number, (atoms, source) in enumerate(zip(frames, original)):
+        np.testing.assert_allclose(atoms.positions, source.positions * Bohr, rtol=rtol)
+        np.testing.assert_allclose(atoms.cell[:], np.diag([10.0, 11.0, 12.0]) * Bohr, rtol=rtol)
+        assert atoms.pbc.all()
+        assert atoms.get_potential_energy() == pytest.approx(source.info["TotEnergy"] * Hartree, rel=rtol)
+        np.testing.assert_allclose(atoms.get_forces(), source.arrays["force"] * Hartree / Bohr, rtol=rtol)
+        assert atoms.info["source_index"] == number
+
+
+def test_convert_atomic_units():
+    frames = convert_atomic_units(read_text(ORIGINAL_FORMAT))
+    _check_converted(frames)
+    # the factors of ../shared/data/README.md (CODATA 2018; ase.units is CODATA 2014, 1e-8 apart)
+    assert frames[0].get_potential_energy() == pytest.approx(-17.25 * 27.211386245988, rel=1e-7)
+    assert frames[0].positions[1, 0] == pytest.approx(2.8 * 0.529177210903, rel=1e-7)
+    assert frames[0].get_forces()[0, 1] == pytest.approx(-0.02 * 27.211386245988 / 0.529177210903, rel=1e-7)
+    labelled_in_ev = read_text("1\nProperties=species:S:1:pos:R:3:forces:R:3 energy=1.0\nH 0 0 0 0 0 0\n")
+    with pytest.raises(DataError, match="not the original data format"):
+        convert_atomic_units(labelled_in_ev)
+
+
+def test_download_converts_and_caches(tmp_path, monkeypatch):
+    source = tmp_path / "dataset_1593.xyz"
+    source.write_text(ORIGINAL_FORMAT)
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("PET_IPI_CACHE", str(cache))
+    path = download_full_dataset(url=source.as_uri())
+    assert path == cache / data.FULL_DATASET_NAME and path.is_file()
+    with gzip.open(path, "rt") as handle:
+        assert "TotEnergy" not in handle.read()
+    _check_converted(read_frames(path), rtol=1e-7)
+    assert sorted(p.name for p in cache.iterdir()) == [data.FULL_DATASET_NAME]  # no partial files left
+    source.unlink()
+    assert download_full_dataset(url=source.as_uri()) == path  # cached: no second download
+
+
+def test_download_offline_message(tmp_path, monkeypatch):
+    monkeypatch.setenv("PET_IPI_CACHE", str(tmp_path / "cache"))
+    unreachable = (tmp_path / "nowhere" / "dataset_1593.xyz").as_uri()
+    with pytest.raises(DataError, match="when offline") as error:
+        download_full_dataset(url=unreachable)
+    assert "cannot download" in str(error.value) and "\n" not in str(error.value)
+    assert not any((tmp_path / "cache").iterdir())
+
+
+def test_default_dataset_follows_environment(tmp_path, monkeypatch, data_dir):
+    monkeypatch.setenv("PET_IPI_DATA", str(tmp_path / "mine.xyz"))
+    assert data.default_dataset() == tmp_path / "mine.xyz"
+    monkeypatch.delenv("PET_IPI_DATA")
+    assert data.default_dataset() == data_dir / DATASET
