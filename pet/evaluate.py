@@ -1,0 +1,354 @@
+"""``pet-eval MODEL``: accuracy and rotational symmetry error of a PET model.
+
+- Accuracy (the paper's Table I): MAE and RMSE of the energy (meV per frame and per molecule) and
+  of the force components (meV/Å) against the labels of the frames, for the raw model and
+  optionally for rotation-averaged ones (``--accuracy-grid``).
+- Symmetry error (Table II): for each grid G, MAE over structures of |E_G - E_ref| (meV per
+  frame and per molecule) and MAE over force components of F_G - F_ref (meV/Å), with the
+  reference grid ``--reference`` (3i, as in the paper); "raw" is the model without averaging.
+- A plot of the force symmetry error against the number of rotations (Fig. S1).
+
+A molecule is counted as 3 atoms (H2O). Evaluation runs in float64 by default: in float32 the
+rounding of total energies of ~10^4 eV reaches meV, the size of the errors measured here.
+"""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Callable, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from grids.averaging import make_evaluator
+from grids.quadrature import parse_grid_spec, rotation_grid
+
+from . import checkpoint
+from .calculator import load_model
+from .data import DataError, default_dataset, read_structures
+from .model import PET
+from .models import default_model_path
+from .neighbors import graph_from_atoms
+
+ATOMS_PER_MOLECULE = 3
+SUBSETS = ("test", "validation", "train", "all")
+UNITS = {"energy": "meV per frame", "energy_per_molecule": "meV per molecule (3 atoms)",
+         "force": "meV/Å (per Cartesian component)"}
+
+REPORT_KEYS = {
+    "model": "the checkpoint evaluated",
+    "data": "the file the frames came from",
+    "subset": "test, validation, train (of the checkpoint's split) or all",
+    "n_frames": "number of frames evaluated",
+    "frame_indices": "their indices in the file",
+    "n_atoms": "atoms of each frame",
+    "labelled_frames": "frames with an energy or forces",
+    "device": "torch device", "dtype": "float32 or float64",
+    "units": "units of the numbers below",
+    "accuracy": "mode (raw, 2i, ...) → ACCURACY_KEYS, against the labels; {} without labels",
+    "symmetry": "{reference: grid, grids: mode → SYMMETRY_KEYS}, or null with --grids none",
+    "seconds": "wall time", "files": "files written (PREFIX.json, PREFIX.png)",
+}
+"""Top-level keys of the JSON report."""
+
+ACCURACY_KEYS = ("n_energy_frames", "energy_mae", "energy_rmse", "energy_per_molecule_mae",
+                 "energy_per_molecule_rmse", "n_force_components", "force_mae", "force_rmse")
+"""Errors of one mode against the labels (meV, meV per molecule, meV/Å; null where no label)."""
+
+SYMMETRY_KEYS = ("n_rotations", "n_energy_frames", "energy_mae", "energy_per_molecule_mae",
+                 "n_force_components", "force_mae")
+"""Symmetry error of one mode against the reference grid (meV, meV per molecule, meV/Å)."""
+
+
+def parse_modes(text: str) -> List[str]:
+    """``"raw,1,2i"`` → ["raw", "1", "2i"]; ``"none"`` or "" → []; bad grids raise ValueError."""
+    modes = [] if text.strip().lower() in ("", "none") else [m.strip() for m in text.split(",")]
+    for mode in modes:
+        if mode != "raw":
+            parse_grid_spec(mode)
+    return list(dict.fromkeys(modes))
+
+
+def n_rotations(mode: str) -> int:
+    """Rotations evaluated by ``mode``: 1 for the raw model, the grid size otherwise."""
+    return 1 if mode == "raw" else len(rotation_grid(mode)[1])
+
+
+def labels(atoms):
+    """(energy in eV or None, forces (N, 3) in eV/Å or None) stored with ``atoms``."""
+    results = getattr(atoms.calc, "results", None) or {}
+    energy, forces = results.get("energy"), results.get("forces")
+    return (None if energy is None else float(energy),
+            None if forces is None else np.asarray(forces, dtype=float))
+
+
+def select_frames(n_frames: int, split: dict, subset: str, max_frames: Optional[int],
+                  source: str) -> List[int]:
+    """Indices of the frames to evaluate: the checkpoint split's ``subset`` or all, at most ``max_frames``."""
+    if subset == "all":
+        indices = list(range(n_frames))
+    else:
+        if not split.get(subset):
+            raise DataError(f"the checkpoint records no '{subset}' split: use --subset all")
+        if n_frames < split.get("n_frames", 0):
+            raise DataError(f"{source} has {n_frames} frames but the checkpoint's split was made on "
+                            f"{split['n_frames']} (from {split.get('path', '?')})")
+        indices = [int(i) for i in split[subset]]
+        if max(indices) >= n_frames:
+            raise DataError(f"the '{subset}' split refers to frame {max(indices)}; {source} has {n_frames}")
+    if max_frames is not None:
+        indices = indices[:max_frames]
+    return indices
+
+
+class Errors:
+    """Running sums of energy and force differences over frames; :meth:`summary` in meV."""
+
+    def __init__(self):
+        self.energy, self.per_molecule = [], []
+        self.force_abs = self.force_sq = 0.0
+        self.force_count = 0
+
+    def add(self, n_atoms: int, energy: Optional[float] = None, forces: Optional[np.ndarray] = None):
+        """Add one frame's differences: ``energy`` in eV, ``forces`` (N, 3) in eV/Å (None: absent)."""
+        if energy is not None:
+            self.energy.append(1000 * energy)
+            self.per_molecule.append(1000 * energy * ATOMS_PER_MOLECULE / n_atoms)
+        if forces is not None:
+            self.force_abs += 1000 * float(np.abs(forces).sum())
+            self.force_sq += 1e6 * float(np.square(forces).sum())
+            self.force_count += forces.size
+
+    def summary(self, rmse: bool = True) -> dict:
+        """MAE (and RMSE) in meV, meV per molecule and meV/Å; None where nothing was added."""
+        force_mae = self.force_abs / self.force_count if self.force_count else None
+        force_rmse = float(np.sqrt(self.force_sq / self.force_count)) if self.force_count else None
+        result = {"n_energy_frames": len(self.energy), "energy_mae": _mae(self.energy),
+                  "energy_rmse": _rmse(self.energy), "energy_per_molecule_mae": _mae(self.per_molecule),
+                  "energy_per_molecule_rmse": _rmse(self.per_molecule),
+                  "n_force_components": self.force_count, "force_mae": force_mae, "force_rmse": force_rmse}
+        return result if rmse else {k: v for k, v in result.items() if not k.endswith("_rmse")}
+
+
+def _mae(values) -> Optional[float]:
+    return float(np.mean(np.abs(values))) if len(values) else None
+
+
+def _rmse(values) -> Optional[float]:
+    return float(np.sqrt(np.mean(np.square(values)))) if len(values) else None
+
+
+def check_species(model: PET, structures: Sequence) -> None:
+    """ValueError naming any element of ``structures`` that ``model`` does not know."""
+    numbers = np.unique(np.concatenate([a.numbers for a in structures]))
+    model.species_index(torch.as_tensor(numbers))
+
+
+def evaluate(model: PET, structures: Sequence, grids: Sequence[str] = ("raw", "1", "2", "2i", "3", "3i"),
+             reference: str = "3i", accuracy: Sequence[str] = ("raw",), chunk_size: Optional[int] = None,
+             progress: Optional[Callable[[int, int], None]] = None) -> dict:
+    """Accuracy of the modes ``accuracy`` against the labels of ``structures`` (where present) and
+    the symmetry error of each of ``grids`` against ``reference`` (no symmetry part if ``grids`` is
+    empty). ``progress(done, total)`` is called after every frame. Returns the "accuracy" and
+    "symmetry" parts of the JSON report (:data:`REPORT_KEYS`)."""
+    grids, accuracy = list(grids), list(accuracy)
+    modes = list(dict.fromkeys(accuracy + grids + ([reference] if grids else [])))
+    evaluators = {mode: make_evaluator(model, mode, chunk_size=chunk_size) for mode in modes}
+    parameter = next(model.parameters())
+    accuracy_errors = {mode: Errors() for mode in accuracy}
+    symmetry_errors = {mode: Errors() for mode in grids}
+    for done, atoms in enumerate(structures, start=1):
+        graph = graph_from_atoms(atoms, model.hypers.cutoff).to(parameter.device, parameter.dtype)
+        results = {}
+        for mode in modes:
+            result = evaluators[mode](graph, forces=True, virial=False)
+            results[mode] = (float(result.energy[0]), result.forces.detach().cpu().double().numpy())
+        energy, forces = labels(atoms)
+        for mode in accuracy:
+            accuracy_errors[mode].add(len(atoms), None if energy is None else results[mode][0] - energy,
+                                      None if forces is None else results[mode][1] - forces)
+        for mode in grids:
+            symmetry_errors[mode].add(len(atoms), results[mode][0] - results[reference][0],
+                                      results[mode][1] - results[reference][1])
+        if progress:
+            progress(done, len(structures))
+    report = {"accuracy": {}, "symmetry": None}
+    for mode, errors in accuracy_errors.items():
+        if errors.energy or errors.force_count:
+            report["accuracy"][mode] = errors.summary()
+    if grids:
+        report["symmetry"] = {
+            "reference": reference,
+            "grids": {mode: {"n_rotations": n_rotations(mode), **errors.summary(rmse=False)}
+                      for mode, errors in symmetry_errors.items()},
+        }
+    return report
+
+
+def _cell(value, decimals: int, width: int = 9) -> str:
+    return " " + (f"{'-':>{width}}" if value is None else f"{value:>{width}.{decimals}f}")
+
+
+def format_table(report: dict) -> str:
+    """The report as readable text tables."""
+    lines = [f"{report['model']} on {report['n_frames']} frame(s) ({report['subset']}) of {report['data']}"]
+    if report["accuracy"]:
+        lines += ["", "accuracy against the labels: MAE and RMSE",
+                  f"{'model':<6} {'frames':>6} {'E meV/frame':>20} {'E meV/molecule':>20} {'F meV/Å':>20}",
+                  f"{'':<13}" + f" {'MAE':>9} {'RMSE':>9}" * 3]
+        for mode, e in report["accuracy"].items():
+            lines.append(f"{mode:<6} {e['n_energy_frames']:>6} "
+                         f"{_cell(e['energy_mae'], 2)}{_cell(e['energy_rmse'], 2)} "
+                         f"{_cell(e['energy_per_molecule_mae'], 3)}{_cell(e['energy_per_molecule_rmse'], 3)} "
+                         f"{_cell(e['force_mae'], 2)}{_cell(e['force_rmse'], 2)}")
+    else:
+        lines += ["", "accuracy: no frame carries an energy or forces"]
+    if report["symmetry"]:
+        lines += ["", f"symmetry error against {report['symmetry']['reference']}: MAE",
+                  f"{'grid':<6} {'rotations':>9}  {'E meV/frame':>11}  {'E meV/molecule':>14}  {'F meV/Å':>10}"]
+        for mode, e in report["symmetry"]["grids"].items():
+            lines.append(f"{mode:<6} {e['n_rotations']:>9} {_cell(e['energy_mae'], 3, 12)} "
+                         f"{_cell(e['energy_per_molecule_mae'], 4, 14)} {_cell(e['force_mae'], 4, 10)}")
+    return "\n".join(lines)
+
+
+def plot_symmetry(symmetry: dict, path: Path) -> bool:
+    """Fig. S1: force symmetry error (meV/Å) against the number of rotations, log-log.
+    Grids with a zero error (the reference) cannot be shown; returns False if none is left."""
+    points = [(mode, e["n_rotations"], e["force_mae"]) for mode, e in symmetry["grids"].items()
+              if e["force_mae"] > 0]
+    if not points:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(4.5, 3.5))
+    for mode, count, error in points:
+        raw = mode == "raw"
+        axes.plot(count, error, "s" if raw else "o", color="C1" if raw else "C0")
+        axes.annotate("raw model" if raw else mode, (count, error), textcoords="offset points",
+                      xytext=(6, -12) if raw else (6, 3), color="C1" if raw else "black")
+    grid_points = sorted((c, e) for m, c, e in points if m != "raw")
+    if len(grid_points) > 1:
+        axes.plot(*zip(*grid_points), "-", color="C0", alpha=0.5)
+    axes.set(xscale="log", yscale="log", xlabel="number of rotations",
+             ylabel=f"force symmetry error vs {symmetry['reference']} (meV/Å)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=150)
+    plt.close(figure)
+    return True
+
+
+def _progress_printer(stream=sys.stderr, every_s: float = 5.0):
+    started, last = time.time(), [0.0]
+
+    def progress(done, total):
+        now = time.time() - started
+        if done in (1, total) or now - last[0] >= every_s:
+            last[0] = now
+            eta = now / done * (total - done)
+            print(f"  frame {done}/{total}  {now:.0f} s elapsed, ~{eta:.0f} s left", file=stream, flush=True)
+
+    return progress
+
+
+def run(args) -> dict:
+    """Everything :func:`main` does but printing the table; returns the JSON report."""
+    started = time.time()
+    grids = parse_modes(args.grids)
+    accuracy = ["raw"] + [m for m in parse_modes(args.accuracy_grid) if m != "raw"]
+    if grids:
+        parse_grid_spec(args.reference)
+    if args.max_frames is not None and args.max_frames < 1:
+        raise ValueError(f"--max-frames must be at least 1, got {args.max_frames}")
+    if args.chunk_size is not None and args.chunk_size < 1:
+        raise ValueError(f"--chunk-size must be at least 1, got {args.chunk_size}")
+
+    model_path = Path(args.model) if args.model else default_model_path()
+    stored = checkpoint.read(model_path)
+    split = stored.get("split") or {}
+    model = load_model(checkpoint.model_from_dict(stored), args.device, args.dtype)
+    subset = args.subset or ("all" if args.data else "test")
+    if subset != "all" and not split:
+        raise DataError(f"{model_path} records no data split: use --subset all (with --data FILE)")
+    if args.data:
+        data = Path(args.data)
+    elif split.get("path") and Path(split["path"]).is_file():
+        data = Path(split["path"])
+    else:
+        data = default_dataset()
+    structures = read_structures(data)
+    indices = select_frames(len(structures), split, subset, args.max_frames, str(data))
+    structures = [structures[i] for i in indices]
+    check_species(model, structures)
+    n_labelled = sum(any(x is not None for x in labels(a)) for a in structures)
+    if len(accuracy) > 1 and n_labelled == 0:
+        raise DataError(f"{data}: no frame carries energies or forces: cannot compute the accuracy "
+                        f"of {args.accuracy_grid}")
+
+    modes = list(dict.fromkeys(accuracy + grids + ([args.reference] if grids else [])))
+    print(f"pet-eval: {len(structures)} frame(s) of {data}, modes {', '.join(modes)} "
+          f"({sum(n_rotations(m) for m in modes)} evaluations per frame)", file=sys.stderr, flush=True)
+    report = {"model": str(model_path), "data": str(data), "subset": subset,
+              "n_frames": len(structures), "frame_indices": indices,
+              "n_atoms": [len(a) for a in structures], "labelled_frames": n_labelled,
+              "device": args.device, "dtype": args.dtype, "units": UNITS}
+    report.update(evaluate(model, structures, grids, args.reference, accuracy, args.chunk_size,
+                           progress=_progress_printer()))
+    report["seconds"] = time.time() - started
+    report["files"] = []
+    if args.out:
+        prefix = Path(args.out)
+        prefix.parent.mkdir(parents=True, exist_ok=True)
+        json_path = prefix.with_name(prefix.name + ".json")
+        report["files"].append(str(json_path))
+        png_path = prefix.with_name(prefix.name + ".png")
+        if report["symmetry"] and plot_symmetry(report["symmetry"], png_path):
+            report["files"].append(str(png_path))
+        json_path.write_text(json.dumps(report, indent=1) + "\n")
+    return report
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="pet-eval",
+        description="Accuracy (MAE/RMSE of E and F) and rotational symmetry error (against a "
+                    "reference grid) of a PET model.",
+        epilog="examples: pet-eval runs/small/best.pt;  pet-eval --data trajectory.xyz --grids raw,2i "
+               "--out symmetry-md")
+    parser.add_argument("model", nargs="?", help="checkpoint (default: $PET_IPI_MODEL or the shipped model)")
+    parser.add_argument("--data", help="any ASE-readable file (default: the data set of the "
+                        "checkpoint's split, else pet.data's default data set)")
+    parser.add_argument("--subset", choices=SUBSETS, help="frames of the checkpoint's split to "
+                        "evaluate (default: test without --data, all with --data)")
+    parser.add_argument("--max-frames", type=int, help="evaluate at most this many frames")
+    parser.add_argument("--grids", default="raw,1,2,2i,3,3i",
+                        help="modes whose symmetry error is computed, 'none' for none (default: %(default)s)")
+    parser.add_argument("--reference", default="3i", help="reference grid of the symmetry error (default: %(default)s)")
+    parser.add_argument("--accuracy-grid", default="",
+                        help="also the accuracy of these averaged models, e.g. 2i or 2i,3i")
+    parser.add_argument("--out", help="write PREFIX.json and PREFIX.png (the symmetry plot)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float64", choices=("float32", "float64"))
+    parser.add_argument("--chunk-size", type=int, help="most rotated copies per forward pass")
+    args = parser.parse_args(argv)
+    try:
+        report = run(args)
+    except (DataError, checkpoint.CheckpointError, ValueError, OSError) as error:
+        print(f"pet-eval: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("pet-eval: interrupted", file=sys.stderr)
+        return 130
+    print(format_table(report))
+    if args.out:
+        print(f"wrote {', '.join(report['files'])}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,157 @@
+"""pet-eval: accuracy and symmetry errors against a hand computation with PETCalculator, JSON, plot, CLI errors."""
+
+import json
+
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.calculators.singlepoint import SinglePointCalculator
+from ase.io import write
+
+from pet import checkpoint
+from pet.calculator import PETCalculator
+from pet.data import read_frames
+from pet.evaluate import ACCURACY_KEYS, REPORT_KEYS, SYMMETRY_KEYS, main
+from pet.structures import water_box
+
+
+def _labelled(atoms, seed, energy=True, forces=True):
+    """``atoms`` with made-up labels (eV, eV/Å) near the tiny model's scale."""
+    rng = np.random.default_rng(seed)
+    atoms.calc = SinglePointCalculator(
+        atoms, energy=-1740.0 + rng.normal() if energy else None,
+        forces=rng.normal(size=(len(atoms), 3)) if forces else None)
+    return atoms
+
+
+@pytest.fixture
+def labelled_file(tmp_path, water_cell, water_cluster):
+    """Three labelled frames (periodic, open, periodic) in an extended-XYZ file."""
+    frames = [_labelled(water_cell, 0), _labelled(water_cluster, 1), _labelled(water_box(3, seed=5), 2)]
+    path = tmp_path / "labelled.xyz"
+    write(path, frames, format="extxyz")
+    return path
+
+
+@pytest.fixture
+def model_with_split(tmp_path, tiny_model, labelled_file):
+    """The tiny model whose checkpoint's split refers to ``labelled_file`` (test frames 0 and 2)."""
+    split = {"train": [1], "validation": [1], "test": [0, 2], "seed": 0, "n_frames": 3,
+             "path": str(labelled_file)}
+    return checkpoint.save(tmp_path / "model.pt", tiny_model, split=split)
+
+
+def _mean_abs(values):
+    return float(np.mean(np.abs(np.concatenate([np.ravel(v) for v in values]))))
+
+
+def test_numbers_match_a_hand_computation(model_with_split, labelled_file, tmp_path, capsys):
+    prefix = tmp_path / "out" / "eval"
+    assert main([str(model_with_split), "--grids", "raw,1,2i", "--reference", "2i",
+                 "--accuracy-grid", "2i", "--out", str(prefix)]) == 0
+    table = capsys.readouterr().out
+    report = json.loads(prefix.with_suffix(".json").read_text())
+    assert set(report) == set(REPORT_KEYS)
+    assert report["subset"] == "test" and report["frame_indices"] == [0, 2]
+    assert report["data"] == str(labelled_file) and report["n_frames"] == 2
+    assert set(report["accuracy"]) == {"raw", "2i"}
+    assert set(report["symmetry"]["grids"]) == {"raw", "1", "2i"}
+
+    frames = [read_frames(labelled_file)[i] for i in (0, 2)]
+    predictions = {}
+    for mode in ("raw", "1", "2i"):
+        calc = PETCalculator(model_with_split, grid=None if mode == "raw" else mode, dtype="float64")
+        predictions[mode] = []
+        for atoms in frames:
+            calc.calculate(atoms.copy(), ["energy", "forces"])
+            predictions[mode].append((calc.results["energy"], calc.results["forces"]))
+
+    for mode in ("raw", "2i"):
+        expected_e = [1000 * (e - a.get_potential_energy()) for (e, _), a in zip(predictions[mode], frames)]
+        expected_f = [1000 * (f - a.get_forces()) for (_, f), a in zip(predictions[mode], frames)]
+        errors = report["accuracy"][mode]
+        assert tuple(errors) == ACCURACY_KEYS
+        assert errors["energy_mae"] == pytest.approx(_mean_abs(expected_e), rel=1e-9)
+        assert errors["energy_rmse"] == pytest.approx(np.sqrt(np.mean(np.square(expected_e))), rel=1e-9)
+        per_molecule = [e * 3 / len(a) for e, a in zip(expected_e, frames)]
+        assert errors["energy_per_molecule_mae"] == pytest.approx(_mean_abs(per_molecule), rel=1e-9)
+        assert errors["force_mae"] == pytest.approx(_mean_abs(expected_f), rel=1e-9)
+        assert errors["force_rmse"] == pytest.approx(np.sqrt(np.mean(np.concatenate(expected_f) ** 2)), rel=1e-9)
+        assert errors["n_energy_frames"] == 2 and errors["n_force_components"] == 3 * (12 + 9)
+
+    for mode in ("raw", "1"):
+        errors = report["symmetry"]["grids"][mode]
+        assert tuple(errors) == SYMMETRY_KEYS
+        expected_e = [1000 * (p[0] - r[0]) for p, r in zip(predictions[mode], predictions["2i"])]
+        expected_f = [1000 * (p[1] - r[1]) for p, r in zip(predictions[mode], predictions["2i"])]
+        assert errors["energy_mae"] == pytest.approx(_mean_abs(expected_e), rel=1e-6)
+        assert errors["force_mae"] == pytest.approx(_mean_abs(expected_f), rel=1e-6)
+        assert errors["force_mae"] > 1e-3  # the tiny random model is far from invariant
+    reference = report["symmetry"]["grids"]["2i"]
+    assert reference["energy_mae"] == reference["force_mae"] == 0.0
+    assert report["symmetry"]["grids"]["raw"]["n_rotations"] == 1 and reference["n_rotations"] == 36
+
+    assert prefix.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert report["files"] == [str(prefix.with_suffix(".json")), str(prefix.with_suffix(".png"))]
+    assert "symmetry error against 2i" in table and "accuracy against the labels" in table
+
+
+def test_unlabelled_molecule_default_grids(tiny_checkpoint, data_dir, tmp_path, capsys):
+    """A single molecule without labels: symmetry errors of every grid against 3i, no accuracy."""
+    prefix = tmp_path / "molecule"
+    assert main([str(tiny_checkpoint), "--data", str(data_dir / "water-molecule.xyz"), "--out", str(prefix)]) == 0
+    report = json.loads(prefix.with_suffix(".json").read_text())
+    assert report["accuracy"] == {} and report["labelled_frames"] == 0 and report["subset"] == "all"
+    grids = report["symmetry"]["grids"]
+    assert list(grids) == ["raw", "1", "2", "2i", "3", "3i"] and report["symmetry"]["reference"] == "3i"
+    assert [grids[g]["n_rotations"] for g in grids] == [1, 1, 18, 36, 75, 150]
+    assert grids["3i"]["force_mae"] == 0.0
+    assert grids["2i"]["force_mae"] < grids["raw"]["force_mae"] / 10  # the paper's claim for 2i
+    one_molecule = grids["raw"]
+    assert one_molecule["energy_per_molecule_mae"] == pytest.approx(one_molecule["energy_mae"])
+    assert "no frame carries" in capsys.readouterr().out
+
+
+def test_partly_labelled_frames(tmp_path, tiny_checkpoint, water_cell, water_cluster):
+    """Accuracy only over frames (and quantities) that carry labels."""
+    path = tmp_path / "mixed.xyz"
+    frames = [_labelled(water_cell, 0), water_cluster, _labelled(water_box(3, seed=5), 2, forces=False)]
+    write(path, frames, format="extxyz")
+    prefix = tmp_path / "mixed"
+    assert main([str(tiny_checkpoint), "--data", str(path), "--grids", "none", "--out", str(prefix)]) == 0
+    report = json.loads(prefix.with_suffix(".json").read_text())
+    assert report["labelled_frames"] == 2 and report["symmetry"] is None
+    errors = report["accuracy"]["raw"]
+    assert errors["n_energy_frames"] == 2 and errors["n_force_components"] == 3 * 12
+    assert report["files"] == [str(prefix.with_suffix(".json"))]
+
+
+def _error_line(capsys):
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and "Traceback" not in "\n".join(err)
+    return err[-1]
+
+
+def test_cli_errors(tmp_path, tiny_checkpoint, labelled_file, data_dir, capsys):
+    molecule = str(data_dir / "water-molecule.xyz")
+    cases = [
+        ([str(tmp_path / "absent.pt"), "--data", molecule], "no checkpoint file"),
+        ([str(tiny_checkpoint), "--data", str(tmp_path / "absent.xyz")], "no data file"),
+        ([str(tiny_checkpoint), "--data", molecule, "--accuracy-grid", "2i"], "no frame carries energies"),
+        ([str(tiny_checkpoint), "--data", molecule, "--grids", "raw,2x"], "bad rotation grid"),
+        ([str(tiny_checkpoint), "--data", molecule, "--reference", "0"], "bad rotation grid"),
+        ([str(tiny_checkpoint), "--data", molecule, "--max-frames", "0"], "--max-frames"),
+        ([str(tiny_checkpoint), "--data", str(labelled_file), "--subset", "test"], "records no data split"),
+        ([str(tiny_checkpoint)], "records no data split"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        line = _error_line(capsys)
+        assert line.startswith("pet-eval: error:") and message in line, (argv, line)
+
+    methane = tmp_path / "methane.xyz"
+    write(methane, Atoms("CH4", positions=[[0, 0, 0], [0.63, 0.63, 0.63], [-0.63, -0.63, 0.63],
+                                           [-0.63, 0.63, -0.63], [0.63, -0.63, -0.63]]))
+    assert main([str(tiny_checkpoint), "--data", str(methane)]) == 2
+    line = _error_line(capsys)
+    assert "knows only H, O" in line and "C" in line
