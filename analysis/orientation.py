@@ -1,0 +1,99 @@
+"""Orientational free energy of the molecular axis (O → midpoint of the two H) in the lab frame.
+
+The axis direction u has polar angle θ (u_z = cos θ) and azimuth φ. Histograms over cos θ and φ
+are normalised as densities per steradian p(θ, φ), and
+
+    F(θ, φ) = −ln(4π p(θ, φ))          in units of k_B T,
+
+so that an isotropic distribution (an ideal gas, an invariant model) gives F = 0 everywhere.
+The 1D profiles are F(cos θ) = −ln(2 p(cos θ)) and F(φ) = −ln(2π p(φ)) of the marginals.
+Statistical errors come from block averages of the densities (σ_F = σ_p / p). The anisotropy
+statistic χ²/bin = mean over bins of (F/σ_F)² is about (B − 1)/(B − 3) for a flat surface and B
+blocks (each error is estimated from B − 1 degrees of freedom), and grows with any anisotropy.
+"""
+
+import numpy as np
+
+from .ipi_files import read_trajectory
+from .molecules import molecular_axes, water_molecules, whole_molecules
+from .output import figure
+from .stats import block_slices, mean_and_error
+
+NAME = "orientation"
+HELP = "orientational free energy F(θ, φ) of the molecular axis in k_B T, with block errors"
+EXAMPLE = "pet-analyze orientation gas.pos_0.xyz --bins-cos 10 --bins-phi 12 --blocks 10 --out gas-F"
+
+
+def _free_energy(density: np.ndarray, error: np.ndarray, isotropic: float):
+    """(F, σ_F) from a density, its error and the density of the isotropic distribution."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return -np.log(density / isotropic), error / density
+
+
+def orientational_free_energy(axes: np.ndarray, n_cos: int, n_phi: int, n_blocks: int) -> dict:
+    """Free-energy surface and profiles of unit vectors ``axes`` (F, M, 3), frames split into blocks.
+
+    Returns cos θ and φ (radians) bin edges, F (n_cos, n_phi) and its error, the profiles
+    F(cos θ) (n_cos,), F(φ) (n_phi,) with errors, and χ²/dof of F against a flat surface.
+    """
+    cos_edges = np.linspace(-1.0, 1.0, n_cos + 1)
+    phi_edges = np.linspace(-np.pi, np.pi, n_phi + 1)
+    cos_theta = np.clip(axes[..., 2], -1.0, 1.0)
+    phi = np.arctan2(axes[..., 1], axes[..., 0])
+    solid_angle = np.diff(cos_edges)[:, None] * np.diff(phi_edges)[None, :]
+
+    def densities(part):
+        counts, _, _ = np.histogram2d(cos_theta[part].ravel(), phi[part].ravel(), [cos_edges, phi_edges])
+        total = counts.sum()
+        return (counts / (total * solid_angle),
+                counts.sum(axis=1) / (total * np.diff(cos_edges)),
+                counts.sum(axis=0) / (total * np.diff(phi_edges)))
+
+    whole = densities(slice(None))
+    blocks = [densities(part) for part in block_slices(len(axes), n_blocks)]
+    result = {"cos_theta_edges": cos_edges, "phi_edges": phi_edges, "n_samples": int(cos_theta.size),
+              "n_blocks": n_blocks}
+    for key, density, isotropic, k in (("F", whole[0], 1 / (4 * np.pi), 0),
+                                       ("F_cos_theta", whole[1], 0.5, 1),
+                                       ("F_phi", whole[2], 1 / (2 * np.pi), 2)):
+        error = mean_and_error([block[k] for block in blocks])[1]
+        result[key], result[key + "_error"] = _free_energy(density, error, isotropic)
+    z = result["F"] / result["F_error"]
+    finite = np.isfinite(z)
+    result["chi2_per_bin_vs_flat"] = float(np.mean(z[finite] ** 2)) if finite.any() else None
+    result["empty_bins"] = int(np.sum(whole[0] == 0))
+    return result
+
+
+def add_arguments(parser):
+    parser.add_argument("positions", help="i-PI positions trajectory (xyz or extxyz)")
+    parser.add_argument("--bins-cos", type=int, default=10, help="bins in cos θ (default 10)")
+    parser.add_argument("--bins-phi", type=int, default=12, help="bins in φ (default 12)")
+    parser.add_argument("--blocks", type=int, default=10, help="blocks for the error bars (default 10)")
+
+
+def run(args):
+    positions = read_trajectory(args.positions, "length")
+    molecules = water_molecules(positions.symbols)
+    axes = molecular_axes(whole_molecules(positions.values, positions.cells, molecules))
+    result = orientational_free_energy(axes, args.bins_cos, args.bins_phi, args.blocks)
+    result["units"] = {"F": "k_B T", "phi_edges": "rad"}
+    fig, (surface, polar, azimuth) = figure(3, width=4.8)
+    phi_degrees = np.degrees(result["phi_edges"])
+    finite = np.isfinite(result["F"])
+    limit = float(np.abs(result["F"][finite]).max()) if finite.any() else 1.0
+    mesh = surface.pcolormesh(phi_degrees, result["cos_theta_edges"], result["F"], cmap="RdBu_r",
+                              shading="flat", vmin=-limit, vmax=limit)
+    fig.colorbar(mesh, ax=surface, label="F (k_B T)")
+    surface.set(xlabel="φ (°)", ylabel="cos θ", title="F(θ, φ)")
+    centres = 0.5 * (result["cos_theta_edges"][1:] + result["cos_theta_edges"][:-1])
+    polar.errorbar(centres, result["F_cos_theta"], result["F_cos_theta_error"], marker="o", capsize=3)
+    polar.axhline(0.0, color="grey", lw=0.8)
+    polar.set(xlabel="cos θ", ylabel="F (k_B T)")
+    centres = 0.5 * (phi_degrees[1:] + phi_degrees[:-1])
+    azimuth.errorbar(centres, result["F_phi"], result["F_phi_error"], marker="o", capsize=3)
+    azimuth.axhline(0.0, color="grey", lw=0.8)
+    azimuth.set(xlabel="φ (°)", ylabel="F (k_B T)")
+    message = (f"{result['n_samples']} orientations: max |F| {limit:.3g} k_B T, "
+               f"χ²/bin against flat {result['chi2_per_bin_vs_flat']:.3g}, {result['empty_bins']} empty bins")
+    return result, fig, message

@@ -1,0 +1,68 @@
+"""The ice analysis with a tiny random model on the two smallest proton-disordered cells."""
+
+import json
+
+import ase.io
+import numpy as np
+import pytest
+
+from analysis.cli import main
+from analysis.ice import relative_per_molecule
+from ipi_outputs import write_ipi_xyz
+from pet.calculator import PETCalculator
+
+
+def test_ice_forces_energies_and_rmsd(tmp_path, data_dir, tiny_checkpoint):
+    cells_path = data_dir / "ice-ih-hayward-reimers.xyz"
+    cells = ase.io.read(cells_path, "0:2")
+    rng = np.random.default_rng(0)
+    relaxed, expected_rmsd = {"raw": [], "avg": []}, []
+    for k, atoms in enumerate(cells):
+        # stand-ins for the minimisers' outputs: known displacements, plus a rigid shift that
+        # carries atoms across the cell boundary (the RMSD must ignore both)
+        step_raw = 0.01 * rng.standard_normal((len(atoms), 3))
+        step_avg = 0.01 * rng.standard_normal((len(atoms), 3))
+        difference = step_raw - step_avg
+        expected_rmsd.append(np.sqrt(np.mean(np.sum((difference - difference.mean(0)) ** 2, axis=1))))
+        cell = np.asarray(atoms.cell)
+        for key, positions in (("raw", atoms.positions + step_raw),
+                               ("avg", atoms.positions + step_avg + np.array([2.0, -1.0, 0.5]))):
+            fractional = positions @ np.linalg.inv(cell)
+            wrapped = (fractional - np.floor(fractional)) @ cell
+            path = write_ipi_xyz(tmp_path / f"{key}-{k}.xyz", atoms.get_chemical_symbols(),
+                                 [atoms.positions, wrapped], cell)
+            relaxed[key].append(str(path))
+    assert main(["ice", str(cells_path), "--index", "0:2", "--model", str(tiny_checkpoint), "--grid", "2",
+                 "--dtype", "float32",                 "--relaxed-raw", *relaxed["raw"], "--relaxed-avg", *relaxed["avg"],
+                 "--out", str(tmp_path / "ice")]) == 0
+    result = json.loads((tmp_path / "ice.json").read_text())
+    assert result["n_molecules"] == [96, 96]
+    assert np.allclose(result["rmsd_relaxed"], expected_rmsd, rtol=1e-6)
+
+    raw = PETCalculator(str(tiny_checkpoint), dtype="float32")
+    average = PETCalculator(str(tiny_checkpoint), grid="2", dtype="float32")
+    energies = {"raw": [], "avg": []}
+    for k, atoms in enumerate(cells):
+        f_raw = raw.get_forces(atoms)
+        energies["raw"].append(raw.get_potential_energy(atoms))
+        f_avg = average.get_forces(atoms)
+        energies["avg"].append(average.get_potential_energy(atoms))
+        assert result["forces_initial"][k]["mae"] == pytest.approx(1e3 * np.abs(f_raw - f_avg).mean(), rel=1e-6)
+        assert result["forces_initial"][k]["mae"] > 0.0  # the random model is not invariant
+    for key in ("raw", "avg"):
+        assert np.allclose(result["relative_initial"][key], relative_per_molecule(energies[key], [96, 96]), atol=1e-3)
+    assert np.allclose(result["relative_initial"]["difference"],
+                       np.subtract(result["relative_initial"]["raw"], result["relative_initial"]["avg"]))
+    assert len(result["relative_relaxed"]["raw"]) == 2
+    assert (tmp_path / "ice.png").stat().st_size > 0
+
+
+def test_ice_rejects_mismatched_relaxations(tmp_path, data_dir, tiny_checkpoint, capsys):
+    cells_path = data_dir / "ice-ih-hayward-reimers.xyz"
+    assert main(["ice", str(cells_path), "--index", "0:2", "--model", str(tiny_checkpoint),
+                 "--relaxed-raw", str(cells_path), "--out", str(tmp_path / "ice")]) == 2
+    assert main(["ice", str(cells_path), "--index", "0:2", "--model", str(tmp_path / "none.pt"),
+                 "--out", str(tmp_path / "ice")]) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert "both --relaxed-raw and --relaxed-avg" in errors[0]
+    assert "no checkpoint file" in errors[1]

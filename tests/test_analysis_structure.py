@@ -1,0 +1,183 @@
+"""Known answers for the structural analyses: an ideal gas of molecules (flat orientational free
+energy, g(r) = 1, no orientation correlation), a Boltzmann-tilted orientation distribution, a simple
+cubic lattice in a triclinic cell, hand-placed pairs, and random walks with a known diffusion
+coefficient."""
+
+import json
+
+import numpy as np
+import pytest
+from ase.geometry import cellpar_to_cell
+
+from analysis.cli import main
+from analysis.diffusion import mean_square_displacement, unwrap, yeh_hummer_correction
+from analysis.gofr import parse_reference
+from analysis.ipi_files import read_two_columns
+from ipi_outputs import WATER, rotation_about, write_ipi_xyz
+
+TRICLINIC = cellpar_to_cell([14.0, 15.0, 16.0, 75.0, 80.0, 70.0])  # a along x, b in the xy plane (i-PI's)
+
+
+def molecules_along(axes, centres):
+    """(M, 3, 3) water molecules with O at ``centres`` and dipole (O → H midpoint) along ``axes``,
+    each spun by a random angle about its axis."""
+    rng = np.random.default_rng(7)
+    out = []
+    for axis, centre in zip(axes, centres):
+        axis = axis / np.linalg.norm(axis)
+        spin = rotation_about([0.0, 1.0, 0.0], rng.uniform(0, 2 * np.pi))
+        tilt = np.cross([0.0, 1.0, 0.0], axis)  # turn +y (the template's dipole) onto axis
+        if np.linalg.norm(tilt) > 1e-12:
+            to_axis = rotation_about(tilt, np.arccos(np.clip(axis[1], -1, 1)))
+        else:
+            to_axis = np.eye(3) if axis[1] > 0 else rotation_about([1.0, 0.0, 0.0], np.pi)
+        out.append(WATER @ (to_axis @ spin).T + centre)
+    return np.array(out)
+
+
+def wrap(points, cell):
+    fractional = points @ np.linalg.inv(cell)
+    return (fractional - np.floor(fractional)) @ cell
+
+
+def gas_frames(n_frames, n_molecules, axis_sampler, rng):
+    """An ideal gas: random O positions in TRICLINIC, dipole directions from ``axis_sampler``."""
+    frames = []
+    for _ in range(n_frames):
+        centres = rng.random((n_molecules, 3)) @ TRICLINIC
+        molecules = molecules_along(axis_sampler(n_molecules), centres)
+        frames.append(wrap(molecules.reshape(-1, 3), TRICLINIC))  # H may sit across the boundary
+    return np.array(frames)
+
+
+def isotropic(rng):
+    def sample(n):
+        vectors = rng.standard_normal((n, 3))
+        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    return sample
+
+
+def test_ideal_gas_has_flat_free_energy_and_g_of_r_one(tmp_path):
+    rng = np.random.default_rng(0)
+    frames = gas_frames(400, 24, isotropic(rng), rng)
+    write_ipi_xyz(tmp_path / "gas.xyz", ["O", "H", "H"] * 24, frames, TRICLINIC)
+    assert main(["orientation", str(tmp_path / "gas.xyz"), "--bins-cos", "8", "--bins-phi", "8", "--blocks", "10",
+                 "--out", str(tmp_path / "F")]) == 0
+    F = json.loads((tmp_path / "F.json").read_text())
+    assert F["n_samples"] == 400 * 24 and F["empty_bins"] == 0
+    assert 0.6 < F["chi2_per_bin_vs_flat"] < 2.0  # expected (B − 1)/(B − 3) = 1.29 for B = 10 blocks
+    for key in ("F", "F_cos_theta", "F_phi"):
+        z = np.array(F[key]) / np.array(F[key + "_error"])
+        assert np.all(np.abs(z) < 5), key
+    assert main(["gofr", str(tmp_path / "gas.xyz"), "--r-max", "6", "--bin", "0.25", "--out", str(tmp_path / "g")]) == 0
+    g = json.loads((tmp_path / "g.json").read_text())
+    inside = np.array(g["r"]) > 1.0
+    z = (np.array(g["g"]) - 1.0)[inside] / np.array(g["g_error"])[inside]
+    assert np.mean(z ** 2) < 2.5 and np.all(np.abs(z) < 5)
+    assert main(["orientation-correlation", str(tmp_path / "gas.xyz"), "--r-max", "6", "--bin", "1.0",
+                 "--out", str(tmp_path / "c")]) == 0
+    c = json.loads((tmp_path / "c.json").read_text())
+    for key in ("longitudinal", "transverse"):
+        z = np.array(c[key])[1:] / np.array(c[key + "_error"])[1:]
+        assert np.all(np.abs(z) < 4.5), key
+
+
+def test_tilted_orientations_give_their_boltzmann_free_energy(tmp_path):
+    rng = np.random.default_rng(3)
+    a = 1.5  # F(cos θ) = a cos²θ + constant, in k_B T
+
+    def tilted(n):
+        accepted = []
+        while len(accepted) < n:
+            u = isotropic(rng)(4 * n)
+            keep = rng.random(len(u)) < np.exp(-a * u[:, 2] ** 2)
+            accepted.extend(u[keep])
+        return np.array(accepted[:n])
+
+    frames = np.array([molecules_along(tilted(20), rng.random((20, 3)) * 30).reshape(-1, 3) for _ in range(300)])
+    write_ipi_xyz(tmp_path / "tilted.xyz", ["O", "H", "H"] * 20, frames, 30 * np.eye(3))
+    assert main(["orientation", str(tmp_path / "tilted.xyz"), "--bins-cos", "10", "--bins-phi", "6",
+                 "--out", str(tmp_path / "F")]) == 0
+    F = json.loads((tmp_path / "F.json").read_text())
+    edges = np.array(F["cos_theta_edges"])
+    # bin average of a c² over [c0, c1]: a (c1³ − c0³) / (3 (c1 − c0))
+    expected = a * np.diff(edges ** 3) / (3 * np.diff(edges))
+    profile, error = np.array(F["F_cos_theta"]), np.array(F["F_cos_theta_error"])
+    shift = np.average(profile - expected, weights=error ** -2)
+    assert np.all(np.abs(profile - expected - shift) < 4.5 * error)
+    assert F["chi2_per_bin_vs_flat"] > 5  # clearly not flat
+
+
+def test_simple_cubic_lattice_in_a_triclinic_cell(tmp_path):
+    spacing = 3.0
+    cell = 4 * spacing * np.array([[1.0, 0.0, 0.0], [1.0, 1.0, 0.0], [0.0, 1.0, 1.0]])  # the same lattice, sheared
+    sites = spacing * np.stack(np.meshgrid(*[np.arange(4)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    write_ipi_xyz(tmp_path / "sc.xyz", ["O"] * 64, [wrap(sites, cell)] * 2, cell)
+    assert main(["gofr", str(tmp_path / "sc.xyz"), "--r-max", "5.9", "--bin", "0.07", "--blocks", "2",
+                 "--out", str(tmp_path / "g")]) == 0
+    g = json.loads((tmp_path / "g.json").read_text())
+    outer = np.array(g["r_edges"])[1:]
+    coordination = np.array(g["coordination"])
+    for radius, neighbours in ((2.9, 0), (3.5, 6), (4.5, 18), (5.5, 26)):  # shells at a, √2 a, √3 a
+        assert coordination[np.searchsorted(outer, radius)] == pytest.approx(neighbours)
+    assert g["peak_r"] == pytest.approx(spacing, abs=0.07)
+
+
+def test_reference_curves_are_read_in_angstrom(data_dir):
+    table = read_two_columns(*parse_reference(f"{data_dir}/goo-revpbe0-nnp-300K.dat:bohr"))
+    peak = np.argmax(table[:, 1])
+    assert table[peak, 0] == pytest.approx(2.83, abs=0.07) and table[peak, 1] == pytest.approx(2.74, abs=0.05)
+    table = read_two_columns(*parse_reference(f"{data_dir}/goo-experiment-295K.dat"))
+    peak = np.argmax(table[:, 1])
+    assert table[peak, 0] == pytest.approx(2.81, abs=0.02) and table[peak, 1] == pytest.approx(2.57, abs=0.02)
+
+
+def test_orientation_correlations_of_hand_placed_pairs(tmp_path):
+    cell = 20 * np.eye(3)
+    r = np.array([[5.0, 5.0, 5.0], [8.5, 5.0, 5.0]])  # O-O along x, 3.5 Å
+    cases = {"along": ([1, 0, 0], [1, 0, 0], 1.0, 0.0),
+             "parallel": ([0, 0, 1], [0, 0, 1], 0.0, 0.5),
+             "antiparallel": ([0, 1, 0], [0, -1, 0], 0.0, -0.5),
+             "head-to-head": ([1, 0, 0], [-1, 0, 0], -1.0, 0.0)}
+    for name, (first, second, longitudinal, transverse) in cases.items():
+        frame = molecules_along(np.array([first, second], float), r).reshape(-1, 3)
+        write_ipi_xyz(tmp_path / f"{name}.xyz", ["O", "H", "H"] * 2, [frame] * 2, cell)
+        assert main(["orientation-correlation", str(tmp_path / f"{name}.xyz"), "--r-max", "4", "--bin", "1",
+                     "--blocks", "2", "--out", str(tmp_path / name)]) == 0
+        c = json.loads((tmp_path / f"{name}.json").read_text())
+        assert c["pairs"] == [0, 0, 0, 2]  # one pair per frame, in the bin [3, 4[ Å
+        assert c["longitudinal"][3] == pytest.approx(longitudinal, abs=1e-9), name
+        assert c["transverse"][3] == pytest.approx(transverse, abs=1e-9), name
+
+
+def test_random_walk_diffusion_coefficient(tmp_path):
+    rng = np.random.default_rng(4)
+    D, frame_time = 0.25, 0.01  # Å²/ps, ps (dt = 10 fs per step, one frame per step)
+    walk = np.cumsum(np.sqrt(2 * D * frame_time) * rng.standard_normal((1200, 64, 3)), axis=0)
+    walk += rng.random((64, 3)) @ TRICLINIC
+    write_ipi_xyz(tmp_path / "walk.xyz", ["O"] * 64, wrap(walk, TRICLINIC), TRICLINIC)
+    assert main(["diffusion", str(tmp_path / "walk.xyz"), "--dt", "10", "--blocks", "4",
+                 "--out", str(tmp_path / "msd")]) == 0
+    result = json.loads((tmp_path / "msd.json").read_text())
+    assert result["D"] == pytest.approx(D, abs=4 * result["D_error"])
+    assert result["D_error"] < 0.1 * D
+    assert result["D_1e9_m2_per_s"] == pytest.approx(10 * result["D"])
+    lag = np.array(result["lag_time"])
+    assert np.allclose(result["msd"], 6 * D * lag, rtol=0.1, atol=0.05)
+
+
+def test_unwrapping_and_msd_against_brute_force():
+    rng = np.random.default_rng(5)
+    path = np.cumsum(0.3 * rng.standard_normal((50, 3, 3)), axis=0)
+    cells = np.repeat(TRICLINIC[None], 50, axis=0) * 0.3  # small cell: many crossings
+    unwrapped = unwrap(wrap(path, cells[0]), cells)
+    assert np.allclose(unwrapped - unwrapped[0], path - path[0])
+    brute = [np.mean([np.sum((path[t + m] - path[t]) ** 2, axis=-1).mean() for t in range(50 - m)])
+             for m in range(11)]
+    assert np.allclose(mean_square_displacement(path, 10), brute)
+
+
+def test_yeh_hummer_correction_matches_the_data_readme():
+    # k_B T ξ / (6π η L) for 512 and 64 molecules at 298 K, η = 0.89 mPa s: ~0.28 and ~0.56 ×1e-9 m²/s
+    assert yeh_hummer_correction(298.0, 0.89, 24.86) == pytest.approx(0.28, abs=0.01)
+    assert yeh_hummer_correction(298.0, 0.89, 12.43) == pytest.approx(0.56, abs=0.01)
