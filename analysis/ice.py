@@ -145,15 +145,18 @@ def run(args):
     axes[0].semilogy(index, [entry["max_atom"] for entry in result["forces_initial"]], "s-", label="max atom")
     axes[0].set(xlabel="cell", ylabel=f"|F_raw − F_{args.grid}| (meV/Å)", title="initial cells")
     axes[0].legend()
-    for key, marker in (("raw", "o"), ("avg", "s")):
-        axes[1].plot(index, result["relative_initial"][key], marker + "-", label=f"{key} initial")
+    for key, marker, colour in (("raw", "o", "C0"), ("avg", "s", "C1")):
+        axes[1].plot(index, result["relative_initial"][key], marker + "-", color=colour, label=f"{key} initial")
         if relaxed_raw is not None:
-            axes[1].plot(index, result["relative_relaxed"][key], marker + "--", label=f"{key} relaxed")
+            axes[1].plot(index, result["relative_relaxed"][key], marker + "--", color=colour, mfc="none",
+                         label=f"{key} relaxed")
     axes[1].set(xlabel="cell", ylabel="E/molecule − mean (meV)")
     axes[1].legend(fontsize="small")
     if relaxed_raw is not None:
         axes[2].semilogy(index, result["rmsd_relaxed"], "o-")
         axes[2].set(xlabel="cell", ylabel="RMSD raw vs averaged relaxed (Å)")
+    for axis in axes:
+        axis.set_xticks(index)
     worst = max(entry["max_atom"] for entry in result["forces_initial"])
     message = (f"{len(cells)} cells: max |ΔF| {worst:.3g} meV/Å, relative energies differ by up to "
                f"{np.abs(result['relative_initial']['difference']).max():.3g} meV/molecule (initial)")
