@@ -1,0 +1,143 @@
+"""Force channels: one loaded PET model, evaluated in a mode.
+
+Modes: ``raw`` (the network as it is), a rotation grid ``N[i]`` such as ``2i`` (the rotation
+average), or ``random`` (one random rotation per structure and call, seeded). Several channels share
+one model in memory and one lock, so that channels served from different threads never run the
+model at the same time (on a CPU they would only compete for the same cores).
+
+Every answer carries a dict of diagnostics (i-PI's ``extras``; all energies in eV, forces in eV/Å):
+
+- ``channel``: the mode;
+- ``virial_antisymmetry_ev``: the largest element of (W - Wᵀ)/2 (i-PI gets the symmetric part);
+- grid channels also: ``rotations`` (grid size), ``energy_raw_ev`` (E of the raw model),
+  ``symmetry_error_energy_ev`` = |Ē - E| and ``symmetry_error_forces_ev_per_ang`` = mean over
+  atoms and components of |F̄ - F|, the symmetry error of this structure.
+"""
+
+import threading
+import time
+from typing import List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from grids.averaging import RawModel, make_evaluator
+from grids.quadrature import parse_grid_spec
+from pet.model import PET
+from pet.neighbors import Graph, build_graph
+
+from .protocol import Answer, Structure
+
+OVERLAP_DISTANCE = 0.3
+"""Two atoms closer than this (Å) are reported as overlapping (a structure that blew up)."""
+
+
+class StructureError(ValueError):
+    """A structure the model cannot evaluate (empty, NaN or infinite, overlapping atoms, unknown species)."""
+
+
+def parse_mode(mode: str) -> str:
+    """The canonical channel mode: ``raw``, ``random`` or a grid spec (``2i``); ValueError otherwise."""
+    mode = str(mode).strip()
+    if mode in ("raw", "random"):
+        return mode
+    try:
+        order, improper = parse_grid_spec(mode)
+    except ValueError:
+        raise ValueError(f"bad channel mode {mode!r}: use raw, random or a rotation grid "
+                         "N or Ni (e.g. 2i, 3i)") from None
+    return f"{order}{'i' if improper else ''}"
+
+
+class Channel:
+    """``model`` evaluated in ``mode``; ``lock`` serialises model calls across channels.
+
+    ``seed``: random channels only; ``chunk_size``: the most rotated copies per forward pass.
+    Counters ``requests``, ``structures`` and ``seconds`` (time in the model) grow with each call.
+    """
+
+    def __init__(self, model: PET, mode: str, lock: Optional[threading.Lock] = None,
+                 seed: Optional[int] = None, chunk_size: Optional[int] = None):
+        self.mode = parse_mode(mode)
+        self.model = model
+        self.lock = lock if lock is not None else threading.Lock()
+        self.evaluator = make_evaluator(model, self.mode, seed=seed, chunk_size=chunk_size)
+        self.is_grid = self.mode not in ("raw", "random")
+        self.raw = RawModel(model) if self.is_grid else None
+        parameter = next(model.parameters())
+        self.device, self.dtype = parameter.device, parameter.dtype
+        self.requests = self.structures = 0
+        self.seconds = 0.0
+
+    def check_species(self, numbers: np.ndarray) -> None:
+        """StructureError naming the elements the model does not know, if any."""
+        try:
+            self.model.species_index(torch.as_tensor(np.asarray(numbers, dtype=np.int64)))
+        except ValueError as error:
+            raise StructureError(str(error)) from None
+
+    def evaluate(self, numbers: np.ndarray, structures: Sequence[Structure]) -> List[Answer]:
+        """Answers for ``structures`` (all with the atomic numbers ``numbers``), in one model call."""
+        graph = self._graph(numbers, structures)
+        start = time.perf_counter()
+        with self.lock:
+            result = self.evaluator(graph, forces=True, virial=True)
+            raw = self.raw(graph, forces=True, virial=False) if self.is_grid else None
+        self.seconds += time.perf_counter() - start
+        self.requests += 1
+        self.structures += len(structures)
+
+        n_atoms = len(numbers)
+        energy = result.energy.detach().cpu().double().numpy()
+        forces = result.forces.detach().cpu().double().numpy().reshape(len(structures), n_atoms, 3)
+        virial = result.virial.detach().cpu().double().numpy()
+        if raw is not None:
+            raw_energy = raw.energy.detach().cpu().double().numpy()
+            raw_forces = raw.forces.detach().cpu().double().numpy().reshape(forces.shape)
+        answers = []
+        for s in range(len(structures)):
+            extras = {"channel": self.mode,
+                      "virial_antisymmetry_ev": float(np.abs(virial[s] - virial[s].T).max() / 2)}
+            if raw is not None:
+                extras.update({
+                    "rotations": len(self.evaluator),
+                    "energy_raw_ev": float(raw_energy[s]),
+                    "symmetry_error_energy_ev": float(abs(energy[s] - raw_energy[s])),
+                    "symmetry_error_forces_ev_per_ang": float(np.abs(forces[s] - raw_forces[s]).mean()),
+                })
+            answers.append(Answer(float(energy[s]), forces[s], virial[s], extras))
+        return answers
+
+    def _graph(self, numbers: np.ndarray, structures: Sequence[Structure]) -> Graph:
+        """The checked graph of ``structures`` on the model's device and dtype."""
+        if len(numbers) == 0:
+            raise StructureError("i-PI sent an empty structure (0 atoms)")
+        for s in structures:
+            if not (np.all(np.isfinite(s.positions)) and np.all(np.isfinite(s.cell))):
+                raise StructureError("i-PI sent positions or a cell with NaN or infinite values "
+                                     "(the simulation has probably blown up)")
+        try:
+            graph = build_graph([numbers] * len(structures), [s.positions for s in structures],
+                                [s.cell for s in structures],
+                                [bool(np.any(s.cell)) for s in structures], self.model.hypers.cutoff)
+        except ValueError as error:
+            raise StructureError(str(error)) from None
+        self._check_overlaps(graph)
+        return graph.to(self.device, self.dtype)
+
+    @staticmethod
+    def _check_overlaps(graph: Graph) -> None:
+        if graph.n_edges == 0:
+            return
+        cells = graph.cells[graph.structure[graph.centers]]
+        vectors = (graph.positions[graph.neighbors] - graph.positions[graph.centers]
+                   + torch.einsum("ea,eab->eb", graph.shifts, cells))
+        distances = vectors.norm(dim=1)
+        closest = int(torch.argmin(distances))
+        if float(distances[closest]) < OVERLAP_DISTANCE:
+            i, j = int(graph.centers[closest]), int(graph.neighbors[closest])
+            offset = int((graph.structure < graph.structure[i]).sum())
+            raise StructureError(
+                f"atoms {i - offset} and {j - offset} overlap ({float(distances[closest]):.3f} Å apart, "
+                f"less than {OVERLAP_DISTANCE} Å): the simulation has probably blown up"
+            )

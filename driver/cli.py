@@ -1,0 +1,148 @@
+"""pet-driver: serve PET force channels to i-PI over its socket protocol."""
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from typing import List, Optional, Tuple
+
+from pet.checkpoint import CheckpointError
+from pet.calculator import load_model
+from pet.models import default_model_path
+
+from . import runner
+from .channels import Channel, parse_mode
+from .protocol import Address
+from .species import DEFAULT_UNIT, Species, SpeciesError
+
+log = logging.getLogger("pet-driver")
+
+DESCRIPTION = """\
+Serve a PET model to i-PI: connect to i-PI's sockets and answer its force requests.
+One process serves several channels (sockets) at once, each in its own mode, from one copy of
+the model: raw (the network as it is), a rotation grid N or Ni (the average over that grid, e.g.
+2i = 36 rotations) or random (one random rotation per call). Every answer carries a JSON extras
+string; averaged channels report there the symmetry error of each structure."""
+
+EPILOG = """\
+examples:
+  pet-driver --grid 2i
+      raw on unix socket pet-raw and the 2i average on pet-2i (i-PI's <address>pet-raw</address>)
+  pet-driver --channel raw=unix:md-raw --channel 3i=unix:md-3i --model my.pt --retry
+  pet-driver --channel random=inet:node12:31415 --dtype float32 --device cuda
+  pet-driver --grid 2i --template init.xyz      (species and atom order from i-PI's start file)
+
+species: i-PI sends positions only. The atom order comes from --template, else from a
+'species: FORMULA' entry in the ffsocket's <parameters>, else from --species (default OH2: atoms
+O, H, H, molecule after molecule; the atom count must then be a multiple of 3).
+
+exit status: 0 when i-PI sent EXIT (or closed the socket between messages) on every socket, 1 on
+an error (model, structure, species, connection lost mid-message: one line on stderr), 2 on a
+command-line mistake, 130 when interrupted (Ctrl-C, SIGTERM)."""
+
+
+class OneLineErrors(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line on stderr (exit status 2)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineErrors(prog="pet-driver", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--grid", metavar="G",
+                        help="serve raw on unix:pet-raw and the G-averaged model on unix:pet-G "
+                             "(e.g. --grid 2i); not with --channel")
+    parser.add_argument("--channel", action="append", default=[], metavar="MODE=ADDRESS",
+                        help="serve MODE (raw, random, N or Ni) on ADDRESS (unix:NAME for the socket "
+                             "/tmp/ipi_NAME, or inet:HOST:PORT); repeat for several, e.g. "
+                             "--channel raw=unix:pet-raw --channel 2i=unix:pet-2i")
+    parser.add_argument("--model", metavar="PATH",
+                        help=f"PET checkpoint (default: $PET_IPI_MODEL or the shipped model, "
+                             f"now {default_model_path()})")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                        help="where the model runs (default cpu)")
+    parser.add_argument("--dtype", default="float64", choices=["float32", "float64"],
+                        help="floating-point precision of the model (default float64: forces "
+                             "consistent with the energy to round-off, for energy conservation)")
+    parser.add_argument("--template", metavar="FILE",
+                        help="structure file (any format ASE reads, e.g. i-PI's init.xyz) giving "
+                             "the species in i-PI's atom order")
+    parser.add_argument("--species", default=DEFAULT_UNIT, metavar="FORMULA",
+                        help=f"repeating unit of the atom order when there is no template "
+                             f"(default {DEFAULT_UNIT}: O, H, H per molecule)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="seed of the random channels (default: fresh randomness)")
+    parser.add_argument("--chunk-size", type=int, default=None, metavar="K",
+                        help="at most K rotated copies per forward pass (bounds memory; default automatic)")
+    parser.add_argument("--connect-timeout", type=float, default=60.0, metavar="SECONDS",
+                        help="with --retry, give up when i-PI is not there after this long (default 60)")
+    parser.add_argument("--retry", action="store_true",
+                        help="keep trying to connect while i-PI starts (for a driver launched first)")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
+                        help="how much to log on stderr (default info)")
+    return parser
+
+
+def channel_specs(args) -> List[Tuple[str, Address]]:
+    """(mode, address) of every channel asked for; ValueError with a clear message otherwise."""
+    if args.grid is not None and args.channel:
+        raise ValueError("give either --grid or --channel, not both")
+    if args.channel:
+        specs = []
+        for text in args.channel:
+            mode, separator, address = text.partition("=")
+            if not separator:
+                raise ValueError(f"bad --channel {text!r}: use MODE=ADDRESS, e.g. 2i=unix:pet-2i")
+            specs.append((parse_mode(mode), Address.parse(address)))
+    elif args.grid is not None:
+        grid = parse_mode(args.grid)
+        if grid in ("raw", "random"):
+            raise ValueError(f"--grid takes a rotation grid such as 2i, not {grid!r}")
+        specs = [("raw", Address("unix", "pet-raw")), (grid, Address("unix", f"pet-{grid}"))]
+    else:
+        specs = [("raw", Address("unix", "pet-raw"))]
+    addresses = [str(address) for _, address in specs]
+    for address in set(addresses):
+        if addresses.count(address) > 1:
+            raise ValueError(f"two channels on the same address {address}")
+    return specs
+
+
+def _terminate(signum, frame):
+    raise KeyboardInterrupt
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="pet-driver: %(message)s", stream=sys.stderr)
+    try:
+        specs = channel_specs(args)
+        species = Species.from_template(args.template) if args.template else Species.repeating(args.species)
+        if args.chunk_size is not None and args.chunk_size < 1:
+            raise ValueError("--chunk-size must be at least 1")
+    except (ValueError, SpeciesError) as error:
+        parser.error(str(error))
+    try:
+        model = load_model(args.model, args.device, args.dtype)
+    except (CheckpointError, ValueError) as error:
+        log.error("cannot load the model: %s (give one with --model PATH)", error)
+        return 1
+    log.info("model %s (%s, %s), species %s", args.model or default_model_path(), args.device,
+             args.dtype, species.source)
+    lock = threading.Lock()
+    tasks = [runner.Task(Channel(model, mode, lock, seed=None if args.seed is None else args.seed + k,
+                                 chunk_size=args.chunk_size), address)
+             for k, (mode, address) in enumerate(specs)]
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return runner.run(tasks, species, timeout=args.connect_timeout, retry=args.retry)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

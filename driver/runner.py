@@ -1,0 +1,123 @@
+"""Serve several channels at once: one thread per socket, one shared model.
+
+Every worker connects to its address (retrying while i-PI starts, if asked) and runs the client
+loop. The process ends when every socket has ended: status 0 if each ended on EXIT or was closed by
+the server between messages (ASE's server closes without EXIT), 1 as soon as one fails (the other
+sockets are then closed, so that i-PI sees the driver go), 130 on Ctrl-C or SIGTERM.
+"""
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import List, Optional
+
+from .channels import Channel, StructureError
+from .client import InitError, serve
+from .protocol import Address, Connection, Disconnected, ProtocolError, connect
+from .species import Species, SpeciesError
+
+log = logging.getLogger("pet-driver")
+
+EXPECTED_ERRORS = (StructureError, SpeciesError, InitError, ProtocolError, Disconnected, ConnectionError)
+"""Errors with a message meant for the user (no traceback)."""
+
+STOP_SECONDS = 5.0
+"""After a failure or an interrupt, how long the other sockets get to close."""
+
+
+@dataclass
+class Task:
+    """A channel to serve on an address."""
+
+    channel: Channel
+    address: Address
+
+
+class Worker(threading.Thread):
+    """Connects to one address and answers i-PI there; reports (worker, ending, error) to ``events``."""
+
+    def __init__(self, task: Task, species: Species, timeout: float, retry: bool, events: queue.Queue):
+        super().__init__(name=f"socket {task.address}", daemon=True)
+        self.task, self.species = task, species
+        self.timeout, self.retry = timeout, retry
+        self.events = events
+        self.connection: Optional[Connection] = None
+        self.stopping = False
+
+    def run(self) -> None:
+        ending, failure = None, None
+        try:
+            sock = connect(self.task.address, self.timeout, self.retry)
+            self.connection = Connection(sock, self.task.address)
+            if self.stopping:
+                self.connection.stop_sending()
+            log.info("%s: connected, serving channel %s", self.task.address, self.task.channel.mode)
+            ending = serve(self.connection, self.task.channel, self.species)
+        except BaseException as error:  # reported to the main thread, which decides
+            failure = error
+        finally:
+            if self.connection is not None:
+                self.connection.finish()
+            self.events.put((self, ending, failure))
+
+    def stop(self) -> None:
+        """Ask the worker to end: i-PI sees this client go and closes the socket."""
+        self.stopping = True
+        if self.connection is not None:
+            self.connection.stop_sending()
+
+
+def describe(error: BaseException) -> str:
+    """One line for ``error``: its message for expected errors, type and message otherwise."""
+    if isinstance(error, EXPECTED_ERRORS):
+        return str(error)
+    return f"internal error: {type(error).__name__}: {error}"
+
+
+def run(tasks: List[Task], species: Species, timeout: float = 60.0, retry: bool = False) -> int:
+    """Serve ``tasks`` until i-PI is done with all of them; the process exit status."""
+    events: queue.Queue = queue.Queue()
+    workers = [Worker(t, species, timeout, retry, events) for t in tasks]
+    for worker in workers:
+        worker.start()
+    status, stopping, remaining = 0, False, len(workers)
+    deadline = None  # once stopping: how long to wait for the other workers
+    try:
+        while remaining:
+            try:
+                worker, ending, error = events.get(timeout=0.2)
+            except queue.Empty:
+                if deadline is not None and time.monotonic() > deadline:
+                    log.warning("%d socket(s) did not close in time: leaving", remaining)
+                    break
+                continue
+            remaining -= 1
+            where = f"{worker.task.address} ({worker.task.channel.mode})"
+            if error is not None:
+                if stopping:
+                    continue
+                log.error("%s: %s", where, describe(error))
+                log.debug("details", exc_info=error)
+                status, stopping = 1, True
+                deadline = time.monotonic() + STOP_SECONDS
+                for other in workers:
+                    other.stop()
+            elif ending.how == "exit":
+                log.info("%s: i-PI sent EXIT", where)
+            else:
+                log.warning("%s: the server closed the connection between messages, without EXIT", where)
+    except KeyboardInterrupt:
+        log.error("interrupted: closing the sockets")
+        for worker in workers:
+            worker.stop()
+        for worker in workers:
+            worker.join(STOP_SECONDS / len(workers))
+        status = 130
+    for task in tasks:
+        channel = task.channel
+        per_structure = 1000 * channel.seconds / max(channel.structures, 1)
+        log.info("channel %s on %s: %d requests, %d structures, %.1f ms per structure in the model",
+                 channel.mode, task.address, channel.requests, channel.structures, per_structure)
+    return status
