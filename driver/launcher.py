@@ -33,7 +33,8 @@ examples:
   pet-run inputs/mts-example --steps 20 --model runs/small/best.pt --dtype float32
   pet-run inputs/mts-example --grid 3i           average over 3i in every averaged channel
 
-An input with only in-process forcefields (<ffdirect>) runs i-PI alone.
+An input with only in-process forcefields (<ffdirect>, e.g. inputs/mts-inprocess) runs i-PI
+alone; --model then reaches them as $PET_IPI_MODEL.
 exit status: 0 when i-PI finished and the driver ended on i-PI's EXIT, 1 on a failure of either
 (the last lines of its log are shown), 2 on a command-line mistake, 130 when interrupted."""
 
@@ -181,8 +182,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     for channel in channels:
         mode = grid if grid is not None and channel.mode not in ("raw", "random") else channel.mode
         driver_command += ["--channel", f"{mode}={channel.address}"]
-    if args.model is not None:
-        driver_command += ["--model", str(Path(args.model).resolve())]
+    environment = dict(os.environ)
+    if args.model is not None:  # also for in-process (<ffdirect>) forcefields without a model
+        environment["PET_IPI_MODEL"] = str(Path(args.model).resolve())
+        driver_command += ["--model", environment["PET_IPI_MODEL"]]
     template = xml.template()
     if template is not None:
         driver_command += ["--template", str(template)]
@@ -197,10 +200,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         with open(ipi_log, "w") as ipi_out, open(driver_log, "w") as driver_out:
             if channels:
-                driver = subprocess.Popen(driver_command, cwd=folder, stdout=driver_out,
+                driver = subprocess.Popen(driver_command, cwd=folder, stdout=driver_out, env=environment,
                                           stderr=subprocess.STDOUT, start_new_session=True)
             ipi = subprocess.Popen([executable("i-pi"), copy.name], cwd=folder, stdout=ipi_out,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+                                   env=environment, stderr=subprocess.STDOUT, start_new_session=True)
             deadline = None if args.timeout is None else time.monotonic() + args.timeout
             while True:
                 progress.update()

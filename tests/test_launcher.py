@@ -12,7 +12,8 @@ import pytest
 from driver import launcher
 from driver_processes import log_text, processes, read_properties, wait_for
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "inputs" / "mts-example"
+INPUTS = Path(__file__).resolve().parents[1] / "inputs"
+EXAMPLE = INPUTS / "mts-example"
 
 
 def pet_run(*arguments) -> list:
@@ -58,6 +59,18 @@ def test_mts_example_runs(processes, example, tiny_checkpoint):
     assert re.search(r"channel 2i on unix:pet-2i-\d+: 4 requests", driver_log)
     assert "species the template" in driver_log and "init.xyz" in driver_log
     assert not sockets_of(run.pid) and not processes_in(example)
+
+
+def test_in_process_example_runs(processes, tmp_path, tiny_checkpoint):
+    """inputs/mts-inprocess: the model inside i-PI (<ffdirect>), no driver; --model reaches it."""
+    folder = Path(shutil.copytree(INPUTS / "mts-inprocess", tmp_path / "mts-inprocess",
+                                  ignore=shutil.ignore_patterns("simulation.*", "RESTART", "pet-run-*", "#*")))
+    run = processes.start(pet_run(folder, "--model", tiny_checkpoint, "--steps", 2, "--timeout", 120),
+                          "pet-run.log")
+    assert processes.wait(run, 150) == 0, log_text(run) + (folder / "pet-run-ipi.log").read_text()[-2000:]
+    assert "0 socket channel(s)" in log_text(run)
+    assert read_properties(folder / "simulation.out")["step"].tolist() == [0, 1, 2]
+    assert not (folder / "pet-run-driver.log").read_text()
 
 
 def test_ctrl_c_stops_everything(processes, example, tiny_checkpoint):
