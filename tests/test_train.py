@@ -1,0 +1,159 @@
+"""pet-train end to end on a few real frames: learning, resume, restart, stored split, config errors."""
+
+import logging
+import math
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from ase.io import read, write
+
+from pet import checkpoint
+from pet.data import split_indices
+from pet.evaluate import main as evaluate_main
+from pet.train import Trainer, evaluate_errors, main, merge_config
+
+TINY_MODEL = {"n_gnn": 2, "d_pet": 16, "n_tl": 1, "n_heads": 2, "d_feedforward": 32, "d_head": 16}
+FRACTIONS = [0.5, 0.25, 0.25]
+
+
+@pytest.fixture(scope="module")
+def frames_file(tmp_path_factory, data_dir):
+    """The first 8 frames of the shared data set (192 atoms each) in a small extended-XYZ file."""
+    path = tmp_path_factory.mktemp("data") / "water-8.xyz"
+    write(path, read(data_dir / "water-revpbe0-1396.xyz.gz", index="0:8"), format="extxyz")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def restore_logging():
+    """pet-train's main() points the root logger at stdout and train.log: undo that after each test."""
+    handlers = list(logging.root.handlers)
+    yield
+    for handler in logging.root.handlers:
+        if handler not in handlers:
+            handler.close()
+    logging.root.handlers = handlers
+
+
+def make_config(frames_file, output, **training) -> dict:
+    """4 of the frames (2 train, 1 validation, 1 test), the tiny model, ``training`` overrides."""
+    return {"model": TINY_MODEL,
+            "data": {"path": str(frames_file), "max_frames": 4, "fractions": FRACTIONS, "seed": 3},
+            "training": {"epochs": 4, "batch_size": 4, "learning_rate": 2e-3, "seed": 5, **training},
+            "output": str(output)}
+
+
+def write_config(path, config) -> str:
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
+
+
+def test_training_learns_forces(frames_file, tmp_path):
+    """Forces only, one training frame, no augmentation: a deterministic regression whose loss must
+    fall (the force loss sits on a plateau near F = 0 for the first ~30 steps)."""
+    config = make_config(frames_file, tmp_path / "run", epochs=70, energy_weight=0.0, augment=False,
+                         seed=0, final_lr_ratio=0.5, validate_every=10)
+    config["data"].update(max_frames=3, fractions=[0.34, 0.33, 0.33])
+    trainer = Trainer(merge_config(config))
+    before = evaluate_errors(trainer.model, trainer.train_set)
+    result = trainer.run()
+    after = evaluate_errors(trainer.model, trainer.train_set)
+    losses = [record["loss"] for record in trainer.history]
+    assert result["epoch"] == 70 and len(trainer.train_set) == 1 and all(map(math.isfinite, losses))
+    assert losses[-1] < 0.85 * losses[0]
+    assert after["force_mae"] < 0.9 * before["force_mae"]
+    validated = [r for r in trainer.history if "validation_force_mae" in r]
+    assert [r["epoch"] for r in validated] == list(range(10, 71, 10))
+    assert {"validation_energy_mae", "validation_force_rmse", "lr", "seconds"} <= set(validated[-1])
+    best = checkpoint.read(tmp_path / "run" / "best.pt")["metadata"]
+    assert best["best_validation_force_mae"] == min(r["validation_force_mae"] for r in validated)
+    assert checkpoint.read(tmp_path / "run" / "last.pt")["metadata"]["epoch"] == 70
+
+
+def test_resume_continues_and_matches_an_uninterrupted_run(frames_file, tmp_path, capsys):
+    # max_hours ~ 0: every call trains one epoch, saves last.pt and stops, as a job killed by a time limit
+    stepwise = write_config(tmp_path / "stepwise.yaml",
+                            make_config(frames_file, tmp_path / "stepwise", max_hours=1e-9))
+    epochs = []
+    for _ in range(5):
+        assert main([stepwise]) == 0
+        stored = checkpoint.read(tmp_path / "stepwise" / "last.pt")
+        epochs.append(stored["metadata"]["epoch"])
+        history = stored["metadata"]["history"]
+        assert [r["epoch"] for r in history] == list(range(1, len(history) + 1))
+    assert epochs == [1, 2, 3, 4, 4]  # the fifth call finds the run complete
+    out = capsys.readouterr().out
+    assert "resumed from" in out and "at epoch 2" in out and "at epoch 3" in out
+
+    uninterrupted = merge_config(make_config(frames_file, tmp_path / "straight"))
+    trainer = Trainer(uninterrupted)
+    trainer.run()
+    np.testing.assert_allclose([r["loss"] for r in history], [r["loss"] for r in trainer.history], rtol=1e-5)
+    np.testing.assert_allclose([r["validation_force_mae"] for r in history],
+                               [r["validation_force_mae"] for r in trainer.history], rtol=1e-5)
+
+    assert main([stepwise, "--restart"]) == 0  # starts over: one epoch (max_hours), the same first epoch
+    restarted = checkpoint.read(tmp_path / "stepwise" / "last.pt")["metadata"]["history"]
+    assert len(restarted) == 1 and restarted[0]["loss"] == pytest.approx(history[0]["loss"], rel=1e-5)
+
+    changed = make_config(frames_file, tmp_path / "stepwise", max_hours=1e-9, learning_rate=1e-3)
+    assert main([write_config(tmp_path / "changed.yaml", changed)]) == 2
+    assert "another config" in capsys.readouterr().err
+
+
+def test_split_is_reproducible_and_stored(frames_file, tmp_path, capsys):
+    config = merge_config(make_config(frames_file, tmp_path / "run", epochs=1))
+    Trainer(config).run()
+    expected = split_indices(4, FRACTIONS, seed=3)
+    for name in ("last.pt", "best.pt"):
+        split = checkpoint.read(tmp_path / "run" / name)["split"]
+        assert {k: split[k] for k in expected} == expected
+        assert split["path"] == str(frames_file)
+    assert Trainer(config, restart=True).split == {**expected, "path": str(frames_file)}
+    # pet-eval finds the data and the test frames through the stored split
+    assert evaluate_main([str(tmp_path / "run" / "best.pt"), "--grids", "none", "--dtype", "float32",
+                          "--out", str(tmp_path / "eval")]) == 0
+    assert f"frame(s) (test) of {frames_file}" in capsys.readouterr().out
+    assert yaml.safe_load((tmp_path / "eval.json").read_text())["frame_indices"] == expected["test"]
+
+
+def test_symmetry_weight_adds_a_consistency_term(frames_file, tmp_path):
+    config = merge_config(make_config(frames_file, tmp_path / "run", epochs=2, symmetry_weight=0.5))
+    trainer = Trainer(config)
+    with torch.no_grad():  # a non-invariant start (training starts from zero heads, exactly invariant)
+        for layer in trainer.model.layers:
+            layer.central_head[-1].weight.normal_(0, 0.1)
+    graph, energy, forces = trainer.train_set.batch([0, 1])
+    state = trainer.rng.bit_generator.state
+    with_symmetry = float(trainer._loss(graph, energy, forces).detach())
+    trainer.rng.bit_generator.state = state
+    config["training"]["symmetry_weight"] = 0.0
+    without = float(trainer._loss(graph, energy, forces).detach())
+    config["training"]["symmetry_weight"] = 0.5
+    assert with_symmetry > without > 0
+    trainer.rng.bit_generator.state = state
+    assert trainer.run()["epoch"] == 2
+    assert all(math.isfinite(r["loss"]) for r in trainer.history)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("training: {epochs: 2, learning_rat: 0.1}\n", "unknown key(s) ['learning_rat'] in 'training'"),
+    ("optimizer: {lr: 0.1}\n", "unknown section(s) ['optimizer']"),
+    ("model: {n_gnn: 2\ndata: [1\n", "is not valid YAML"),
+    ("data: 5\n", "'data' must be a mapping"),
+    ("model: {d_pet: 15, n_heads: 2}\n", "model:"),
+])
+def test_config_errors(tmp_path, capsys, text, message):
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    assert main([str(path), "--output", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pet-train: error:") and message in err and err.count("\n") == 1, err
+
+
+def test_missing_config_file(tmp_path, capsys):
+    assert main([str(tmp_path / "absent.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pet-train: error: no config file") and err.count("\n") == 1
