@@ -7,8 +7,8 @@ import sys
 import threading
 from typing import List, Optional, Tuple
 
-from pet.checkpoint import CheckpointError
 from pet.calculator import load_model
+from pet.checkpoint import CheckpointError
 from pet.models import default_model_path
 
 from . import runner
@@ -128,9 +128,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.error(str(error))
     try:
         model = load_model(args.model, args.device, args.dtype)
-    except (CheckpointError, ValueError) as error:
+    except CheckpointError as error:
         log.error("cannot load the model: %s (give one with --model PATH)", error)
         return 1
+    except ValueError as error:
+        log.error("cannot load the model: %s", error)
+        return 1
+    except KeyboardInterrupt:
+        log.error("interrupted")
+        return 130
     log.info("model %s (%s, %s), species %s", args.model or default_model_path(), args.device,
              args.dtype, species.source)
     lock = threading.Lock()

@@ -6,7 +6,7 @@ import pytest
 from ase.calculators.socketio import SocketIOCalculator
 
 from driver.ipi_input import free_port
-from driver_processes import driver_command, log_text, processes, unique_name
+from driver_processes import driver_command, log_text, processes, unique_name  # noqa: F401 (fixture)
 from pet.calculator import PETCalculator
 
 

@@ -17,7 +17,7 @@ from driver import cli
 from driver.protocol import EV_PER_HARTREE
 from driver_processes import (EV_PER_ANGSTROM_IN_AU, driver_command, ipi_command, ipi_orientation,
                               log_text, processes, read_first_frame, read_properties, unique_name,
-                              wait_for, write_ipi_xyz)
+                              wait_for, write_ipi_xyz)  # noqa: F401 (processes: a fixture)
 from pet.calculator import PETCalculator
 
 REPOSITORY = Path(__file__).resolve().parents[1]

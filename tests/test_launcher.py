@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from driver import launcher
-from driver_processes import log_text, processes, read_properties, wait_for
+from driver_processes import log_text, processes, read_properties, wait_for  # noqa: F401 (fixture)
 
 INPUTS = Path(__file__).resolve().parents[1] / "inputs"
 EXAMPLE = INPUTS / "mts-example"
