@@ -21,7 +21,9 @@ class Properties:
     """Results for the S structures of a graph with N atoms (eV, eV/Å, eV).
 
     ``energy`` (S,), ``energies`` (N,) per atom, ``forces`` (N, 3) or None, ``virial`` (S, 3, 3)
-    W = -∂E/∂ε or None (stress = -W / volume).
+    W = -∂E/∂ε or None (stress = -W / volume). ``energy`` and ``energies`` are float64 whatever
+    the model's dtype: summed in float32, a thousand atomic energies of some -400 eV each would be
+    rounded to ~0.02 eV, too coarse for conserved quantities and ice energy differences.
     """
 
     energy: torch.Tensor
@@ -98,7 +100,7 @@ def compute(
     strain = torch.zeros(graph.n_structures, 3, 3, dtype=dtype, device=device, requires_grad=virial)
     inputs = [t for t, wanted in ((positions, forces), (strain, virial)) if wanted]
 
-    energies = torch.zeros(graph.n_atoms, dtype=dtype, device=device)
+    energies = torch.zeros(graph.n_atoms, dtype=torch.float64, device=device)
     gradients = [torch.zeros_like(t) for t in inputs]
     with torch.set_grad_enabled(bool(inputs) or torch.is_grad_enabled()):
         for start in range(0, n_copies, chunk_size):
@@ -117,9 +119,9 @@ def compute(
                 gradients = [g + c for g, c in zip(gradients, chunk_gradients)]
             if not create_graph:
                 chunk_energies = chunk_energies.detach()
-            energies = energies + chunk_energies
+            energies = energies + chunk_energies.double()
 
-    energy = torch.zeros(graph.n_structures, dtype=dtype, device=device)
+    energy = torch.zeros(graph.n_structures, dtype=torch.float64, device=device)
     energy = energy.index_add(0, graph.structure, energies)
     results = dict(zip([name for name, wanted in (("forces", forces), ("virial", virial)) if wanted],
                        [-g for g in gradients]))

@@ -263,7 +263,7 @@ def test_float32_model_agrees_with_float64(tiny_model, water_cell):
     graph = graph_from_atoms(water_cell, CUTOFF)
     double = compute(tiny_model, graph)
     single = compute(tiny_model.float(), graph.to(dtype=torch.float32))
-    assert single.energy.dtype == torch.float32 and single.forces.dtype == torch.float32
+    assert single.energy.dtype == torch.float64 and single.forces.dtype == torch.float32
     torch.testing.assert_close(single.energy.double(), double.energy, rtol=1e-6, atol=0)
     torch.testing.assert_close(single.forces.double(), double.forces, rtol=0, atol=1e-3)
     torch.testing.assert_close(single.virial.double(), double.virial, rtol=0, atol=1e-3)
