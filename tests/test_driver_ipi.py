@@ -224,6 +224,8 @@ def test_ipi_dying_mid_run_ends_the_driver(processes, tmp_path, tiny_checkpoint)
     out = tmp_path / "sim.out"
     wait_for(lambda: out.is_file() and len(out.read_text().splitlines()) > 8, TIMEOUT, "MD steps")
     ipi.send_signal(signal.SIGKILL)
+    processes.wait(ipi, 30)
+    Path(f"/tmp/ipi_{name}").unlink()  # a killed i-PI leaves its socket file behind
     status = processes.wait(driver, 30)
     report = log_text(driver)
     # between messages: a clean end (0); in the middle of an exchange: an error (1)
