@@ -86,17 +86,20 @@ class PET(nn.Module):
         cutoff = smooth_cutoff(distances, self.hypers.cutoff, self.hypers.cutoff_width)
         geometry = torch.cat([vectors, distances[..., None]], dim=-1)
 
-        # edge e sits at position flat[e] of the (N * M) padded layout
+        # edge e is token token_of_edge[e] of the N sequences of M + 1 tokens (central token first)
         padded = graph.slots < n_edges
-        flat = torch.empty(n_edges, dtype=torch.long, device=vectors.device)
-        flat[graph.slots[padded]] = torch.arange(n_atoms * width, device=vectors.device).view(
-            n_atoms, width
-        )[padded]
+        token_of_edge = torch.empty(n_edges, dtype=torch.long, device=vectors.device)
+        token_of_edge[graph.slots[padded]] = torch.arange(
+            n_atoms * (width + 1), device=vectors.device
+        ).view(n_atoms, width + 1)[:, 1:][padded]
+        slots = graph.slots.reshape(-1)
 
         def to_padded(edge_values: torch.Tensor) -> torch.Tensor:
             """(K, E, C) → (K, N, M, C), zeros in padding."""
-            zero = edge_values.new_zeros(n_copies, 1, edge_values.shape[-1])
-            return torch.cat([edge_values, zero], dim=1)[:, graph.slots]
+            channels = edge_values.shape[-1]
+            zero = edge_values.new_zeros(n_copies, 1, channels)
+            padded_values = torch.cat([edge_values, zero], dim=1).index_select(1, slots)
+            return padded_values.view(n_copies, n_atoms, width, channels)
 
         key_weights = torch.cat(
             [cutoff.new_ones(n_copies, n_atoms, 1), to_padded(cutoff[..., None])[..., 0]], dim=-1
@@ -110,10 +113,11 @@ class PET(nn.Module):
             sequence = torch.cat([central[:, :, None], to_padded(tokens)], dim=2)
             sequence = layer.transformer(
                 sequence.reshape(n_copies * n_atoms, width + 1, -1), key_weights
-            ).view(n_copies, n_atoms, width + 1, -1)
-            edge_out = sequence[:, :, 1:].reshape(n_copies, n_atoms * width, sequence.shape[-1])[:, flat]
+            ).view(n_copies, n_atoms * (width + 1), -1)
+            edge_out = sequence.index_select(1, token_of_edge)
+            central_out = sequence.view(n_copies, n_atoms, width + 1, -1)[:, :, 0]
             bond = layer.bond_head(edge_out)[..., 0] * cutoff
-            energy = energy + layer.central_head(sequence[:, :, 0])[..., 0]
+            energy = energy + layer.central_head(central_out)[..., 0]
             energy = energy.index_add(1, graph.centers, bond)
-            message = 0.5 * (message + edge_out[:, graph.reverse])
+            message = 0.5 * (message + edge_out.index_select(1, graph.reverse))
         return self.energy_scale * energy + self.baseline[species]

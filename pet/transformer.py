@@ -3,8 +3,12 @@
 A post-layer-norm encoder layer whose attention is modulated by the smooth cutoff (DESIGN.md
 section 3): after the softmax each weight is multiplied by f of its key token and the weights
 are renormalised over keys, so that a key with f = 0 drops out exactly. Multiplying by f and
-renormalising equals a softmax over ``logits + log f``; the explicit product is used here since
-it stays differentiable twice (training on forces) and exact when f underflows.
+renormalising equals a softmax over ``logits + log f``, which is what runs here: two passes over
+the (sequences, heads, tokens, tokens) weights instead of five (about a fifth of the evaluation
+time on a CPU). log f is -inf for f = 0 (padding and keys at the cutoff drop out exactly); f is
+clamped to the smallest normal float before the log, so that the energy and its first and
+second derivatives stay finite (double backward is needed to train on forces). The clamp only
+touches keys with f < 1.2e-38 (float32) or 2.2e-308 (float64), negligible either way.
 """
 
 import torch
@@ -32,10 +36,9 @@ class CutoffAttention(nn.Module):
         qkv = self.qkv(tokens).view(n_seq, n_tok, 3, self.n_heads, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (T, heads, L, head_dim)
         logits = (q @ k.transpose(-1, -2)) * self.head_dim**-0.5
-        weights = key_weights[:, None, None, :]
-        logits = logits.masked_fill(weights == 0, float("-inf"))
-        attention = torch.softmax(logits, dim=-1) * weights
-        attention = attention / attention.sum(dim=-1, keepdim=True)
+        tiny = torch.finfo(key_weights.dtype).tiny
+        log_weights = torch.where(key_weights > 0, key_weights.clamp_min(tiny).log(), float("-inf"))
+        attention = torch.softmax(logits + log_weights[:, None, None, :], dim=-1)
         mixed = (attention @ v).transpose(1, 2).reshape(n_seq, n_tok, d_model)
         return self.out(mixed)
 
