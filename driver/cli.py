@@ -7,12 +7,13 @@ import sys
 import threading
 from typing import List, Optional, Tuple
 
+from pet.allocator import retain_freed_memory
 from pet.calculator import load_model
 from pet.checkpoint import CheckpointError
 from pet.models import default_model_path
 
 from . import runner
-from .channels import Channel, parse_mode
+from .channels import Channel, LastRaw, parse_mode
 from .protocol import Address
 from .species import DEFAULT_UNIT, Species, SpeciesError
 
@@ -77,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="seed of the random channels (default: fresh randomness)")
     parser.add_argument("--chunk-size", type=int, default=None, metavar="K",
                         help="at most K rotated copies per forward pass (bounds memory; default automatic)")
+    parser.add_argument("--max-memory", type=float, default=None, metavar="MB",
+                        help="instead of --chunk-size: as many rotated copies per pass as fit in MB "
+                             "megabytes (estimated from one copy; for GPUs, on a CPU the default is faster)")
     parser.add_argument("--connect-timeout", type=float, default=60.0, metavar="SECONDS",
                         help="with --retry, give up when i-PI is not there after this long (default 60)")
     parser.add_argument("--retry", action="store_true",
@@ -124,8 +128,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         species = Species.from_template(args.template) if args.template else Species.repeating(args.species)
         if args.chunk_size is not None and args.chunk_size < 1:
             raise ValueError("--chunk-size must be at least 1")
+        if args.max_memory is not None and not args.max_memory > 0:
+            raise ValueError("--max-memory must be positive")
+        if args.max_memory is not None and args.chunk_size is not None:
+            raise ValueError("give either --chunk-size or --max-memory, not both")
     except (ValueError, SpeciesError) as error:
         parser.error(str(error))
+    retain_freed_memory()
     try:
         model = load_model(args.model, args.device, args.dtype)
     except CheckpointError as error:
@@ -139,9 +148,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 130
     log.info("model %s (%s, %s), species %s", args.model or default_model_path(), args.device,
              args.dtype, species.source)
-    lock = threading.Lock()
+    lock, last_raw = threading.Lock(), LastRaw()
+    max_memory = None if args.max_memory is None else args.max_memory * 2**20
     tasks = [runner.Task(Channel(model, mode, lock, seed=None if args.seed is None else args.seed + k,
-                                 chunk_size=args.chunk_size), address)
+                                 chunk_size=args.chunk_size, max_memory=max_memory,
+                                 last_raw=last_raw), address)
              for k, (mode, address) in enumerate(specs)]
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:

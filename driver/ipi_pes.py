@@ -16,8 +16,9 @@ Parameters: ``mode`` (raw, random, N or Ni; default raw), ``model`` (checkpoint;
 shipped one), ``device``, ``dtype`` (default float64), ``template`` (structure file giving the
 species in i-PI's atom order) or ``species`` (repeating unit, default OH2), ``seed``,
 ``chunk_size``. Forcefields in one i-PI process that name the same model, device and dtype share
-one copy of it. i-PI's ``batch_size`` gives this potential lists of structures: they are evaluated
-in one model call. The extras are those of :mod:`driver.channels`.
+one copy of it (and the last raw result, see :class:`driver.channels.LastRaw`). i-PI's
+``batch_size`` gives this potential lists of structures: they are evaluated in one model call.
+The extras are those of :mod:`driver.channels`.
 """
 
 import functools
@@ -25,7 +26,7 @@ import threading
 
 from ipi.pes.dummy import Dummy_driver
 
-from driver.channels import Channel
+from driver.channels import Channel, LastRaw
 from driver.protocol import answer_to_ipi, structure_from_ipi
 from driver.species import DEFAULT_UNIT, Species
 from pet.calculator import load_model
@@ -36,8 +37,8 @@ __DRIVER_CLASS__ = "PETPotential"
 
 @functools.lru_cache(maxsize=None)
 def shared_model(model, device: str, dtype: str):
-    """(model, lock) loaded once per (checkpoint, device, dtype) in this process."""
-    return load_model(model, device, dtype), threading.Lock()
+    """(model, lock, last raw result) loaded once per (checkpoint, device, dtype) in this process."""
+    return load_model(model, device, dtype), threading.Lock(), LastRaw()
 
 
 class PETPotential(Dummy_driver):
@@ -45,8 +46,10 @@ class PETPotential(Dummy_driver):
 
     def __init__(self, mode="raw", model=None, device="cpu", dtype="float64", template=None,
                  species=DEFAULT_UNIT, seed=None, chunk_size=None, verbosity=None, verbose=False):
-        network, lock = shared_model(None if model is None else str(model), str(device), str(dtype))
-        self.channel = Channel(network, str(mode), lock, seed=seed, chunk_size=chunk_size)
+        network, lock, last_raw = shared_model(None if model is None else str(model), str(device),
+                                               str(dtype))
+        self.channel = Channel(network, str(mode), lock, seed=seed, chunk_size=chunk_size,
+                               last_raw=last_raw)
         self.species = Species.from_template(template) if template else Species.repeating(str(species))
         self.numbers = None
         super().__init__(verbose=verbose)

@@ -14,7 +14,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from pet.compute import Properties, compute
+from pet.compute import Properties, compute, memory_chunk_size, saved_bytes_per_token
 from pet.model import PET
 from pet.neighbors import Graph
 
@@ -37,24 +37,43 @@ class GridAverage:
     """The model averaged over the rotation grid ``spec`` ("2i", "3", ...).
 
     ``chunk_size``: the most rotated copies in one forward pass (None: automatic, see
-    :func:`pet.compute.default_chunk_size`).
+    :func:`pet.compute.default_chunk_size`). ``max_memory`` (bytes; not with ``chunk_size``):
+    instead, as many copies per pass as fit in that memory, estimated from the tensors autograd
+    saves for one copy (measured at the first call, :func:`pet.compute.saved_bytes_per_token`);
+    one copy per pass if even one copy needs more. For GPUs: on a CPU the automatic chunks are
+    faster.
     """
 
-    def __init__(self, model: PET, spec: str, chunk_size: Optional[int] = None):
+    def __init__(self, model: PET, spec: str, chunk_size: Optional[int] = None,
+                 max_memory: Optional[float] = None):
         parse_grid_spec(spec)
+        if chunk_size is not None and max_memory is not None:
+            raise ValueError("give either chunk_size or max_memory, not both")
+        if max_memory is not None and not max_memory > 0:
+            raise ValueError(f"max_memory must be positive, got {max_memory}")
         self.model = model
         self.name = str(spec)
         rotations, weights = rotation_grid(spec)
         self.rotations = torch.as_tensor(rotations)
         self.weights = torch.as_tensor(weights)
         self.chunk_size = chunk_size
+        self.max_memory = max_memory
+        self.bytes_per_token: Optional[float] = None
 
     def __len__(self) -> int:
         return len(self.weights)
 
+    def chunk_size_for(self, graph: Graph) -> Optional[int]:
+        """Copies per forward pass for ``graph``: ``chunk_size``, from ``max_memory``, or None (automatic)."""
+        if self.max_memory is None:
+            return self.chunk_size
+        if self.bytes_per_token is None:
+            self.bytes_per_token = saved_bytes_per_token(self.model, graph)
+        return min(len(self), memory_chunk_size(graph, self.bytes_per_token, self.max_memory))
+
     def __call__(self, graph: Graph, forces: bool = True, virial: bool = True) -> Properties:
         return compute(self.model, graph, self.rotations, self.weights, forces=forces,
-                       virial=virial, chunk_size=self.chunk_size)
+                       virial=virial, chunk_size=self.chunk_size_for(graph))
 
 
 class RandomRotation:
@@ -76,10 +95,11 @@ class RandomRotation:
 
 
 def make_evaluator(model: PET, mode: str = "raw", seed: Optional[int] = None,
-                   chunk_size: Optional[int] = None):
-    """Evaluator of ``mode``: "raw", "random" or a grid spec such as "2i"."""
+                   chunk_size: Optional[int] = None, max_memory: Optional[float] = None):
+    """Evaluator of ``mode``: "raw", "random" or a grid spec such as "2i" (``chunk_size`` and
+    ``max_memory``, in bytes, apply to grids only: see :class:`GridAverage`)."""
     if mode == "raw":
         return RawModel(model)
     if mode == "random":
         return RandomRotation(model, seed=seed)
-    return GridAverage(model, mode, chunk_size=chunk_size)
+    return GridAverage(model, mode, chunk_size=chunk_size, max_memory=max_memory)

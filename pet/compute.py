@@ -50,6 +50,11 @@ def rotate_edges(vectors: torch.Tensor, rotations: torch.Tensor, graph: Graph) -
     return torch.einsum("keab,eb->kea", per_edge, vectors)
 
 
+def tokens_per_copy(graph: Graph) -> int:
+    """Tokens of one copy of ``graph`` in the transformer: atoms × (largest neighbour count + 1)."""
+    return graph.n_atoms * (graph.slots.shape[1] + 1)
+
+
 TOKENS_PER_CHUNK = 8192
 """Default bound on copies × atoms × (neighbours + 1) per forward pass: on a CPU, larger batches
 of rotated copies run slower per copy (memory traffic), smaller ones waste per-call overhead."""
@@ -57,8 +62,38 @@ of rotated copies run slower per copy (memory traffic), smaller ones waste per-c
 
 def default_chunk_size(graph: Graph) -> int:
     """Rotated copies per forward pass so that one pass holds about :data:`TOKENS_PER_CHUNK` tokens."""
-    tokens = graph.n_atoms * (graph.slots.shape[1] + 1)
-    return max(1, TOKENS_PER_CHUNK // max(tokens, 1))
+    return max(1, TOKENS_PER_CHUNK // max(tokens_per_copy(graph), 1))
+
+
+PEAK_PER_SAVED_BYTE = 1.5
+"""Peak memory of one forward and backward pass per byte of the tensors autograd saves in its
+forward: measured 1.15-1.5 on a CPU (peak resident memory) for the small and the paper-size model,
+float32, 64 and 512 water molecules (docs/performance.md)."""
+
+
+def saved_bytes_per_token(model: PET, graph: Graph) -> float:
+    """Bytes that autograd keeps per token for the backward pass, measured by running the forward
+    pass of one copy of ``graph`` (with forces and virial) and adding up the saved tensors."""
+    storages = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        storages[(storage.device, storage.data_ptr())] = storage.nbytes()
+        return tensor
+
+    dtype, device = graph.positions.dtype, graph.positions.device
+    positions = graph.positions.detach().requires_grad_(True)
+    strain = torch.zeros(graph.n_structures, 3, 3, dtype=dtype, device=device, requires_grad=True)
+    with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        model(edge_vectors(graph, positions, strain)[None], graph)
+    return sum(storages.values()) / max(tokens_per_copy(graph), 1)
+
+
+def memory_chunk_size(graph: Graph, bytes_per_token: float, max_memory: float) -> int:
+    """The most copies of ``graph`` per pass whose estimated peak (:data:`PEAK_PER_SAVED_BYTE` ×
+    saved bytes) stays within ``max_memory`` bytes; at least 1, even if one copy needs more."""
+    per_copy = PEAK_PER_SAVED_BYTE * bytes_per_token * tokens_per_copy(graph)
+    return max(1, int(max_memory // max(per_copy, 1.0)))
 
 
 def compute(
