@@ -2,15 +2,21 @@
 
 The folder holds an i-PI XML input (``input.xml``, or its only ``*.xml``) and what it reads.
 pet-run writes a copy, ``pet-run-input.xml``, with socket addresses made unique to this run (and
-the steps of ``--steps``), starts ``i-pi`` on it in the folder and one ``pet-driver`` serving every
-``<ffsocket>`` (channel convention: see :mod:`driver.ipi_input`), follows the progress in i-PI's
-properties output and waits. i-PI's outputs, ``pet-run-ipi.log`` and ``pet-run-driver.log`` stay in
-the folder. On Ctrl-C, SIGTERM, ``--timeout`` or when either process fails, both are stopped (no
-processes or /tmp/ipi_* sockets left behind) and the exit status is non-zero.
+the changes its options ask for: steps, multiple time steps, start structure, inet sockets), in the
+folder or in ``--run-dir`` (where the folder's input files are copied first), starts ``i-pi`` on it
+there and one ``pet-driver`` serving every ``<ffsocket>`` (channel convention: see
+:mod:`driver.ipi_input`), follows the progress in i-PI's properties output and waits. i-PI's
+outputs, ``pet-run-ipi.log`` and ``pet-run-driver.log`` stay in the run directory. On Ctrl-C,
+SIGTERM, ``--timeout`` or when either process fails, both are stopped (no processes or
+/tmp/ipi_* sockets left behind) and the exit status is non-zero. ``--no-driver`` starts i-PI alone
+(drivers elsewhere, e.g. on GPU nodes), ``--print-driver-command`` prepares the run directory and
+prints the pet-driver command those drivers run.
 """
 
 import argparse
 import os
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,10 +26,14 @@ from typing import List, Optional
 
 from pet.models import default_model_path
 
-from .channels import parse_mode
-from .ipi_input import InputError, IPIInput
+from .ipi_input import TEMPLATE_MODES, InputError, IPIInput, SocketChannel
+from .start_structure import pick_frame, read_frames, write_start
 
 COPY_NAME = "pet-run-input.xml"
+START_NAME = "pet-run-init.xyz"
+"""The start structure pet-run writes for --structure / --frame (extended XYZ)."""
+CONNECT_TIMEOUT = 300
+"""How long (s) the driver waits for i-PI's sockets."""
 GRACE_SECONDS = 10.0
 """How long a process may take to stop after SIGINT/SIGTERM before it is killed."""
 
@@ -32,9 +42,16 @@ examples:
   pet-run inputs/mts-example                     the MTS example on the shipped model
   pet-run inputs/mts-example --steps 20 --model runs/small/best.pt --dtype float32
   pet-run inputs/mts-example --grid 3i           average over 3i in every averaged channel
+  pet-run inputs/gas-nve --mts 1 --run-dir runs/nve-2i    the 2i average at every step, elsewhere
+  pet-run inputs/bulk-nvt --grid random --mts 1   a random rotation at every step
+  pet-run inputs/bulk-nvt --structure ../shared/data/water-512.xyz
+  pet-run inputs/ice-relax --frame 3 --grid raw  relax ice cell 3 with the raw model
+  pet-run inputs/bulk-nvt --inet node1:31415 --no-driver --device cuda
+                                                 i-PI alone; prints the pet-driver command
 
 An input with only in-process forcefields (<ffdirect>, e.g. inputs/mts-inprocess) runs i-PI
-alone; --model then reaches them as $PET_IPI_MODEL.
+alone; --model then reaches them as $PET_IPI_MODEL. File names in the input may start with
+$PET_IPI_SHARED (default: shared/data beside the checkout).
 exit status: 0 when i-PI finished and the driver ended on i-PI's EXIT, 1 on a failure of either
 (the last lines of its log are shown), 2 on a command-line mistake, 130 when interrupted."""
 
@@ -51,8 +68,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("folder", help="folder with the i-PI input (input.xml) and its files")
     parser.add_argument("--steps", type=int, metavar="N", help="number of (outer) MD steps, "
                         "replacing the input's <total_steps>")
-    parser.add_argument("--grid", metavar="G", help="serve every averaged channel with grid G "
-                        "instead of the grid its ffsocket names (e.g. 3i)")
+    parser.add_argument("--grid", metavar="G", help="serve every averaged channel with G instead "
+                        "of the grid its ffsocket names: a grid (e.g. 3i), raw or random")
+    parser.add_argument("--mts", type=int, metavar="N", help="split each outer step into N inner "
+                        "steps (input with <nmts>[1, M]</nmts>; 1: every force at every step), "
+                        "keeping the inner step, the simulated time and the output times")
+    parser.add_argument("--structure", metavar="FILE", help="start from this structure (any file "
+                        "ASE reads, or i-PI's xyz) instead of the input's <file>")
+    parser.add_argument("--frame", type=int, metavar="K", help="start from structure K (from 0; "
+                        "-1: the last) of a file holding several (the ice cells, a trajectory)")
+    parser.add_argument("--run-dir", metavar="DIR", help="run in DIR (created; the folder's input "
+                        "files are copied there) instead of the folder itself")
+    parser.add_argument("--inet", metavar="HOST:PORT", help="make every socket inet on HOST, "
+                        "ports PORT, PORT+1, ... (drivers on other machines)")
+    parser.add_argument("--no-driver", action="store_true", help="start i-PI only; pet-drivers are "
+                        "started elsewhere (the command they need is printed)")
+    parser.add_argument("--print-driver-command", action="store_true", help="prepare the run "
+                        "directory, print the pet-driver command serving it and exit")
     parser.add_argument("--model", metavar="PATH", help="PET checkpoint (default: $PET_IPI_MODEL "
                         f"or the shipped model, now {default_model_path()})")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -75,6 +107,64 @@ def find_input(folder: Path) -> Path:
     return candidates[0]
 
 
+def parse_inet(text: str):
+    """(host, port) from ``HOST:PORT``; InputError otherwise."""
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise InputError(f"bad --inet {text!r}: use HOST:PORT, e.g. node12:31415")
+    return host, int(port)
+
+
+def is_output(name: str, prefix: str) -> bool:
+    """Whether a file of an input folder is an output of i-PI or pet-run, not an input."""
+    return name.startswith(("pet-run-", "#", f"{prefix}.")) or name == "RESTART"
+
+
+def copy_inputs(folder: Path, run_dir: Path, prefix: str) -> None:
+    """Copy the input files of ``folder`` (not i-PI's or pet-run's outputs) into ``run_dir``."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for path in folder.iterdir():
+        if path.is_file() and not is_output(path.name, prefix):
+            shutil.copy2(path, run_dir / path.name)
+
+
+def set_start(xml: IPIInput, folder: Path, run_dir: Path, structure: Optional[str],
+              frame: Optional[int]) -> None:
+    """Apply --structure / --frame: write the chosen frame to ``run_dir/START_NAME`` and point
+    the input there. Without them, check that a start file does not hold more structures than
+    the system has beads."""
+    element = xml.start_file()
+    if structure is None and frame is None:
+        if element is not None and element.get("mode", "chk") in TEMPLATE_MODES:
+            path = folder / (element.text or "").strip()
+            count = len(read_frames(path))
+            if count > xml.beads:
+                raise InputError(f"{path} holds {count} structures: choose one with --frame K "
+                                 f"(0 to {count - 1})")
+        return
+    if element is None:
+        raise InputError(f"{xml.path.name} has no <initialize><file> for --structure/--frame to replace")
+    path = Path(structure).resolve() if structure is not None else folder / (element.text or "").strip()
+    write_start(pick_frame(read_frames(path), frame, path), run_dir / START_NAME)
+    element.text = START_NAME
+    element.set("mode", "ase")
+    for attribute in ("units", "cell_units"):
+        element.attrib.pop(attribute, None)
+
+
+def driver_command(channels: List[SocketChannel], args, template: Optional[Path]) -> List[str]:
+    """The pet-driver command serving ``channels`` (with pet-run's --device, --dtype, --model)."""
+    command = [executable("pet-driver"), "--retry", "--connect-timeout", str(CONNECT_TIMEOUT),
+               "--device", args.device, "--dtype", args.dtype]
+    for channel in channels:
+        command += ["--channel", f"{channel.mode}={channel.address}"]
+    if args.model is not None:
+        command += ["--model", str(Path(args.model).resolve())]
+    if template is not None:
+        command += ["--template", str(template.resolve())]
+    return command
+
+
 def executable(name: str) -> str:
     """The console script ``name`` installed next to this Python, else the one on PATH."""
     beside = Path(sys.executable).parent / name
@@ -91,8 +181,10 @@ def tail(path: Path, lines: int = 8) -> str:
 class Progress:
     """Prints the step reached in i-PI's properties output, the time per step and the time left."""
 
-    def __init__(self, path: Optional[Path], total: Optional[int], interval: float = 3.0):
-        self.path, self.total, self.interval = path, total, interval
+    def __init__(self, path: Optional[Path], total: Optional[int], interval: float = 3.0,
+                 at_most: bool = False):
+        """``at_most``: ``total`` is a limit, not the length (a minimisation): no time left."""
+        self.path, self.total, self.interval, self.at_most = path, total, interval, at_most
         self.start = time.monotonic()
         self.last_print = self.start
         self.first = None  # (time, step) of the first step seen, to time steps after start-up
@@ -125,12 +217,14 @@ class Progress:
         if self.first is None:
             self.first = (now, step)
         self.step, self.last_print = step, now
-        message = f"pet-run: step {step}" + (f"/{self.total}" if self.total else "")
+        message = f"pet-run: step {step}"
+        if self.total:
+            message += f" (at most {self.total})" if self.at_most else f"/{self.total}"
         elapsed_steps = step - self.first[1]
         if elapsed_steps > 0:
             per_step = (now - self.first[0]) / elapsed_steps
             message += f", {per_step:.3g} s/step"
-            if self.total and not final:
+            if self.total and not final and not self.at_most:
                 message += f", about {per_step * max(self.total - step, 0):.0f} s left"
         print(message + f" ({now - self.start:.0f} s)", flush=True)
 
@@ -160,49 +254,58 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     folder = Path(args.folder).resolve()
+    run_dir = Path(args.run_dir).resolve() if args.run_dir is not None else folder
     try:
         source = find_input(folder)
         xml = IPIInput(source)
-        if args.grid is not None and parse_mode(args.grid) in ("raw", "random"):
-            raise InputError(f"--grid takes a rotation grid such as 2i, not {args.grid!r}")
-        grid = parse_mode(args.grid) if args.grid is not None else None
+        xml.expand_shared()
+        if args.grid is not None:
+            xml.set_grid(args.grid)
+        if args.mts is not None:
+            xml.set_mts(args.mts)
         if args.steps is not None:
             if args.steps < 1:
                 raise InputError("--steps must be at least 1")
             xml.total_steps = args.steps
-        xml.make_addresses_unique(f"{os.getpid()}")
+        if args.inet is not None:
+            xml.use_inet(*parse_inet(args.inet))
+        else:
+            xml.make_addresses_unique(f"{os.getpid()}")
         channels = xml.channels()
-    except (InputError, ValueError) as error:
+        if args.print_driver_command and not channels:
+            raise InputError(f"{source.name} has no <ffsocket>: there is no driver to start")
+        if run_dir != folder:
+            copy_inputs(folder, run_dir, xml.output_prefix)
+        set_start(xml, folder, run_dir, args.structure, args.frame)
+    except (InputError, ValueError, OSError) as error:
         print(f"pet-run: error: {error}", file=sys.stderr)
         return 2
-    copy = xml.write(folder / COPY_NAME)
-
-    driver_command = [executable("pet-driver"), "--retry", "--connect-timeout", "120",
-                      "--device", args.device, "--dtype", args.dtype]
-    for channel in channels:
-        mode = grid if grid is not None and channel.mode not in ("raw", "random") else channel.mode
-        driver_command += ["--channel", f"{mode}={channel.address}"]
+    copy = xml.write(run_dir / COPY_NAME)
+    command = driver_command(channels, args, xml.template(run_dir))
+    if args.print_driver_command:
+        print(shlex.join(command), flush=True)
+        return 0
     environment = dict(os.environ)
     if args.model is not None:  # also for in-process (<ffdirect>) forcefields without a model
         environment["PET_IPI_MODEL"] = str(Path(args.model).resolve())
-        driver_command += ["--model", environment["PET_IPI_MODEL"]]
-    template = xml.template()
-    if template is not None:
-        driver_command += ["--template", str(template)]
 
     signal.signal(signal.SIGTERM, _raise_stop)
     ipi = driver = None
-    ipi_log, driver_log = folder / "pet-run-ipi.log", folder / "pet-run-driver.log"
-    progress = Progress(xml.properties_file(), xml.total_steps)
+    ipi_log, driver_log = run_dir / "pet-run-ipi.log", run_dir / "pet-run-driver.log"
+    properties = xml.properties_file()
+    progress = Progress(run_dir / properties.name if properties is not None else None,
+                        xml.total_steps, at_most=xml.minimization)
     status = 0
     print(f"pet-run: {source} ({len(channels)} socket channel(s): "
-          f"{', '.join(c.name for c in channels) or 'none'}); logs in {folder}", flush=True)
+          f"{', '.join(c.name for c in channels) or 'none'}); logs in {run_dir}", flush=True)
+    if args.no_driver and channels:
+        print(f"pet-run: i-PI only; start the drivers with:\n{shlex.join(command)}", flush=True)
     try:
         with open(ipi_log, "w") as ipi_out, open(driver_log, "w") as driver_out:
-            if channels:
-                driver = subprocess.Popen(driver_command, cwd=folder, stdout=driver_out, env=environment,
+            if channels and not args.no_driver:
+                driver = subprocess.Popen(command, cwd=run_dir, stdout=driver_out, env=environment,
                                           stderr=subprocess.STDOUT, start_new_session=True)
-            ipi = subprocess.Popen([executable("i-pi"), copy.name], cwd=folder, stdout=ipi_out,
+            ipi = subprocess.Popen([executable("i-pi"), copy.name], cwd=run_dir, stdout=ipi_out,
                                    env=environment, stderr=subprocess.STDOUT, start_new_session=True)
             deadline = None if args.timeout is None else time.monotonic() + args.timeout
             while True:
@@ -240,7 +343,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 os.unlink(channel.address.path)
     if status == 0:
         progress.update(final=True)
-        print(f"pet-run: done; i-PI's outputs are in {folder}", flush=True)
+        print(f"pet-run: done; i-PI's outputs are in {run_dir}", flush=True)
     return status
 
 

@@ -1,0 +1,78 @@
+"""Start structures for pet-run: one frame of a structure file, written where i-PI reads it.
+
+i-PI's own xyz files (a ``# CELL(abcABC): ...`` comment line, units in the comment) are read with
+i-PI's reader, anything else with ASE (extended XYZ, PDB, ...). Positions are in Å, cells as ASE
+has them (rows = lattice vectors); the frame i-PI is given is an extended XYZ file (i-PI's
+``<file mode="ase">``), which i-PI turns to its own orientation.
+"""
+
+import warnings
+from pathlib import Path
+from typing import List
+
+import ase.io
+import numpy as np
+from ase import Atoms
+
+from .ipi_input import InputError
+
+
+def _is_ipi_xyz(path: Path) -> bool:
+    with open(path, errors="replace") as handle:
+        handle.readline()
+        return "CELL(" in handle.readline()
+
+
+def _read_ipi_xyz(path: Path) -> List[Atoms]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from ipi.utils.io import iter_file
+        from ipi.utils.units import unit_to_user
+
+        frames = []
+        with open(path) as handle:
+            for frame in iter_file("xyz", handle, dimension="length"):
+                positions = unit_to_user("length", "angstrom", frame["atoms"].q.reshape(-1, 3))
+                cell = unit_to_user("length", "angstrom", frame["cell"].h.T)
+                frames.append(Atoms(frame["atoms"].names, positions=positions, cell=cell, pbc=True))
+    return frames
+
+
+def read_frames(path) -> List[Atoms]:
+    """Every frame of the structure file ``path``; InputError if it cannot be read or has no cell."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"no structure file {path}")
+    try:
+        frames = _read_ipi_xyz(path) if _is_ipi_xyz(path) else ase.io.read(path, ":")
+    except Exception as error:  # ASE's and i-PI's readers raise many kinds on a malformed file
+        raise InputError(f"cannot read the structure file {path} ({type(error).__name__}: {error})") from None
+    if not frames:
+        raise InputError(f"{path} holds no structure")
+    for atoms in frames:
+        if abs(np.linalg.det(np.asarray(atoms.cell))) < 1e-12:
+            raise InputError(f"{path}: a structure without a cell (i-PI needs one; put a molecule "
+                             "in a large box, e.g. 100 Å)")
+    return frames
+
+
+def pick_frame(frames: List[Atoms], frame, path) -> Atoms:
+    """Frame number ``frame`` (from 0; negative from the end, -1 the last; None: the only one) of
+    ``frames`` read from ``path``."""
+    if frame is None:
+        if len(frames) > 1:
+            raise InputError(f"{path} holds {len(frames)} structures: choose one with --frame K "
+                             f"(0 to {len(frames) - 1}, or -1 for the last)")
+        return frames[0]
+    if not -len(frames) <= frame < len(frames):
+        raise InputError(f"--frame {frame}: {path} holds {len(frames)} structure(s), "
+                         f"numbered 0 to {len(frames) - 1} (or -1 for the last)")
+    return frames[frame]
+
+
+def write_start(atoms: Atoms, path) -> Path:
+    """``atoms`` (species, positions, cell; periodic) as extended XYZ at ``path``."""
+    path = Path(path)
+    clean = Atoms(atoms.get_chemical_symbols(), positions=atoms.positions, cell=atoms.cell, pbc=True)
+    ase.io.write(path, clean, format="extxyz")
+    return path
