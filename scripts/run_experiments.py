@@ -1,0 +1,195 @@
+"""Run every experiment of inputs/ at laptop scale, then its analyses: PNG + JSON per analysis.
+
+    .venv/bin/python scripts/run_experiments.py                  # all four, the shipped model
+    .venv/bin/python scripts/run_experiments.py gas-nve ice-relax --model runs/small/best.pt
+    .venv/bin/python scripts/run_experiments.py --quick --model tiny.pt   # a few steps each
+
+Runs go to ``runs/experiments/<experiment>/<variant>/`` (i-PI's outputs, pet-run's logs), the
+results of ``pet-analyze`` to ``docs/results/<experiment>/<variant>-<analysis>.{png,json}``, and
+the wall time of every step to ``docs/results/timings.json``. ``--quick`` runs a few steps of each
+(to check the whole chain, e.g. with a tiny random model) into ``runs/experiments-quick/`` and
+writes its results there too, never into docs/results.
+
+The lengths (outer steps; see each input folder's README.md) are chosen for about 25 minutes in
+all on a 2-core CPU with a model of inputs/training/small.yaml's size: molecules in float64
+(gas-nve, for energy conservation) or float32, the 64-molecule box and the ice cells in float32.
+They are far too short for converged numbers: they show what each analysis gives; the input folders
+hold the lengths for a real study (GPU or HPC, scripts/hpc/).
+"""
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+GNVT_GRIDS = ["raw", "1", "2", "2i", "3", "3i"]
+ICE_CELLS = [0, 1, 2]
+"""The three smallest ice cells (96 molecules each)."""
+ICE_FILE = "ice-ih-hayward-reimers.xyz"
+GOFR_REFERENCES = ["goo-revpbe0-nnp-300K.dat:bohr", "goo-experiment-295K.dat"]
+
+
+@dataclass
+class Run:
+    """One pet-run of an input folder: ``options`` for pet-run, ``steps`` (full) or ``quick``."""
+
+    name: str
+    folder: str
+    steps: int
+    quick: int
+    dt_fs: float
+    dtype: str
+    options: List[str] = field(default_factory=list)
+
+
+def runs_of(experiment: str, runs_dir: Path) -> List[Run]:
+    """The pet-runs of ``experiment``, in order (later ones may start from earlier outputs)."""
+    if experiment == "gas-nve":
+        return [Run("raw", experiment, 200, 5, 5.0, "float64", ["--grid", "raw"]),
+                Run("mts", experiment, 200, 5, 5.0, "float64"),
+                Run("avg", experiment, 2000, 50, 0.5, "float64", ["--mts", "1"])]
+    if experiment == "gas-nvt":
+        return [Run(grid, experiment, 1000, 100, 0.5, "float32", ["--grid", grid]) for grid in GNVT_GRIDS]
+    if experiment == "bulk-nvt":
+        equilibrated = ["--structure", str(runs_dir / "bulk-nvt" / "equilibration" / "simulation.pos_0.xyz"),
+                        "--frame", "-1"]
+        return [Run("equilibration", experiment, 60, 8, 5.0, "float32", ["--grid", "raw"]),
+                Run("raw", experiment, 80, 8, 5.0, "float32", ["--grid", "raw"] + equilibrated),
+                Run("mts", experiment, 30, 8, 5.0, "float32", equilibrated),
+                Run("random", experiment, 800, 80, 0.5, "float32", ["--grid", "random", "--mts", "1"] + equilibrated)]
+    if experiment == "ice-relax":
+        return [Run(f"cell{k}-{model}", experiment, 15, 2, 0.0, "float32",
+                    ["--frame", str(k)] + (["--grid", "raw"] if model == "raw" else []))
+                for k in ICE_CELLS for model in ("raw", "2i")]
+    raise ValueError(experiment)
+
+
+def analyses_of(experiment: str, runs_dir: Path, results: Path, model: str, shared: Path, quick: bool):
+    """(output name, pet-analyze arguments) of ``experiment``, from the outputs of its runs."""
+    folder = runs_dir / experiment
+    few = quick  # short trajectories: fewer blocks and segments
+    found = []
+
+    def out(name):
+        return ["--out", str(results / experiment / name)]
+
+    if experiment == "gas-nve":
+        for run in runs_of(experiment, runs_dir):
+            path = folder / run.name
+            found.append((f"{run.name}-angular-momentum", ["angular-momentum", str(path / "simulation.pos_0.xyz"),
+                          str(path / "simulation.vel_0.xyz"), "--dt", str(run.dt_fs)] + out(f"{run.name}-angular-momentum")))
+            found.append((f"{run.name}-drift", ["drift", str(path / "simulation.out"), "--molecules", "1"]
+                          + out(f"{run.name}-drift")))
+        found.append(("mts-spectrum", ["spectrum", str(folder / "mts" / "simulation.out"), "--segments",
+                                       "2" if few else "4"] + out("mts-spectrum")))
+    elif experiment == "gas-nvt":
+        torque = ["torque", "--blocks", "2" if few else "5"]
+        for grid in GNVT_GRIDS:
+            path = folder / grid
+            torque += ["--run", grid, str(path / "simulation.pos_0.xyz"), str(path / "simulation.frc_0.xyz")]
+            found.append((f"{grid}-orientation", ["orientation", str(path / "simulation.pos_0.xyz"),
+                          "--bins-cos", "4" if few else "6", "--bins-phi", "4" if few else "8",
+                          "--blocks", "2" if few else "5"] + out(f"{grid}-orientation")))
+        found.append(("torque", torque + out("torque")))
+    elif experiment == "bulk-nvt":
+        references = [arg for ref in GOFR_REFERENCES for arg in ("--reference", str(shared / ref))]
+        blocks = "2" if few else "4"
+        for run in runs_of(experiment, runs_dir)[1:]:
+            path = folder / run.name
+            positions = str(path / "simulation.pos_0.xyz")
+            found += [
+                (f"{run.name}-gofr", ["gofr", positions, "--blocks", blocks] + references + out(f"{run.name}-gofr")),
+                (f"{run.name}-orientation-correlation", ["orientation-correlation", positions, "--r-max", "6",
+                 "--blocks", blocks] + out(f"{run.name}-orientation-correlation")),
+                (f"{run.name}-diffusion", ["diffusion", positions, "--dt", str(run.dt_fs), "--blocks", blocks]
+                 + out(f"{run.name}-diffusion")),
+                (f"{run.name}-dipole-acf", ["dipole-acf", positions, "--dt", str(run.dt_fs)]
+                 + out(f"{run.name}-dipole-acf")),
+                (f"{run.name}-drift", ["drift", str(path / "simulation.out"), "--molecules", "64"]
+                 + out(f"{run.name}-drift")),
+            ]
+        for name in ("mts", "random"):
+            found.append((f"{name}-spectrum", ["spectrum", str(folder / name / "simulation.out"),
+                          "--segments", "2" if few else "4"] + out(f"{name}-spectrum")))
+    elif experiment == "ice-relax":
+        index = f"{ICE_CELLS[0]}:{ICE_CELLS[-1] + 1}"
+        found.append(("ice", ["ice", str(shared / ICE_FILE), "--index", index, "--model", model, "--grid", "2i",
+                              "--relaxed-raw"] + [str(folder / f"cell{k}-raw" / "simulation.pos_0.xyz") for k in ICE_CELLS]
+                      + ["--relaxed-avg"] + [str(folder / f"cell{k}-2i" / "simulation.pos_0.xyz") for k in ICE_CELLS]
+                      + out("ice")))
+    return found
+
+
+EXPERIMENTS = ["gas-nve", "gas-nvt", "bulk-nvt", "ice-relax"]
+
+
+def timed(command: List[str], label: str, timings: dict) -> bool:
+    """Run ``command`` (output passed through); record its wall time under ``label``."""
+    print(f"run_experiments: {label}: {' '.join(command)}", flush=True)
+    start = time.monotonic()
+    status = subprocess.run(command, cwd=REPO).returncode
+    timings[label] = round(time.monotonic() - start, 1)
+    if status != 0:
+        print(f"run_experiments: {label} failed (status {status})", file=sys.stderr, flush=True)
+    return status == 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split("\n\n", 1)[1])
+    parser.add_argument("experiments", nargs="*", default=EXPERIMENTS, metavar="EXPERIMENT",
+                        help=f"which to run (default all: {' '.join(EXPERIMENTS)})")
+    parser.add_argument("--model", help="PET checkpoint (default: $PET_IPI_MODEL or the shipped model)")
+    parser.add_argument("--quick", action="store_true", help="a few steps per run, results under runs/")
+    parser.add_argument("--runs", help="where the runs go (default runs/experiments[-quick])")
+    parser.add_argument("--results", help="where the analyses go (default docs/results, "
+                        "runs/experiments-quick/results with --quick)")
+    args = parser.parse_args(argv)
+    from driver.ipi_input import shared_data_dir
+    from pet.models import default_model_path
+
+    unknown = [name for name in args.experiments if name not in EXPERIMENTS]
+    if unknown:
+        parser.error(f"unknown experiment(s) {', '.join(unknown)}: choose from {', '.join(EXPERIMENTS)}")
+    model = Path(args.model or default_model_path()).resolve()
+    if not model.is_file():
+        print(f"run_experiments: no model at {model} (give one with --model or $PET_IPI_MODEL)", file=sys.stderr)
+        return 2
+    shared = shared_data_dir()
+    runs_dir = Path(args.runs or REPO / "runs" / ("experiments-quick" if args.quick else "experiments")).resolve()
+    results = Path(args.results or (runs_dir / "results" if args.quick else REPO / "docs" / "results")).resolve()
+    timings, failed = {}, []
+    for experiment in args.experiments:
+        ok = True
+        for run in runs_of(experiment, runs_dir):
+            command = [str(BIN / "pet-run"), str(REPO / "inputs" / run.folder), "--run-dir",
+                       str(runs_dir / experiment / run.name), "--model", str(model), "--dtype", run.dtype,
+                       "--steps", str(run.quick if args.quick else run.steps)] + run.options
+            if not timed(command, f"{experiment}/{run.name}", timings):
+                ok = False
+                break
+        if not ok:
+            failed.append(experiment)
+            continue
+        (results / experiment).mkdir(parents=True, exist_ok=True)
+        for name, arguments in analyses_of(experiment, runs_dir, results, str(model), shared, args.quick):
+            if not timed([str(BIN / "pet-analyze")] + arguments, f"{experiment}/{name}", timings):
+                failed.append(f"{experiment}/{name}")
+    timings["total"] = round(sum(timings.values()), 1)
+    results.mkdir(parents=True, exist_ok=True)
+    report = {"model": str(model), "quick": args.quick, "seconds": timings, "failed": failed}
+    (results / "timings.json").write_text(json.dumps(report, indent=1) + "\n")
+    print(f"run_experiments: {timings['total']:.0f} s in all; results in {results}"
+          + (f"; FAILED: {', '.join(failed)}" if failed else ""), flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
