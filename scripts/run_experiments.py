@@ -10,9 +10,10 @@ the wall time of every step to ``docs/results/timings.json``. ``--quick`` runs a
 (to check the whole chain, e.g. with a tiny random model) into ``runs/experiments-quick/`` and
 writes its results there too, never into docs/results.
 
-The lengths (outer steps; see each input folder's README.md) are chosen for about 25 minutes in
-all on a 2-core CPU with a model of inputs/training/small.yaml's size: molecules in float64
-(gas-nve, for energy conservation) or float32, the 64-molecule box and the ice cells in float32.
+The lengths (outer steps; see each input folder's README.md) are chosen for 23-30 minutes in all
+on a 2-core CPU with a model of inputs/training/small.yaml's size (estimated from the step costs
+of a random model of that size): molecules in float64 (gas-nve, for energy conservation) or
+float32, the 64-molecule box and the ice cells in float32.
 They are far too short for converged numbers: they show what each analysis gives; the input folders
 hold the lengths for a real study (GPU or HPC, scripts/hpc/).
 """
