@@ -27,13 +27,18 @@ def resolve_dtype(dtype) -> torch.dtype:
 
 
 def load_model(model: Union[str, Path, PET, None], device="cpu", dtype=torch.float32) -> PET:
-    """A PET from a checkpoint path, an existing module (moved to device/dtype), or None (shipped)."""
+    """A PET from a checkpoint path, an existing module (moved to device/dtype), or None (shipped).
+
+    A model loaded from a checkpoint is for evaluation: its parameters do not require gradients,
+    so that autograd keeps about half the memory when it computes forces (an existing module is
+    left as it is, it may be in training)."""
     dtype = resolve_dtype(dtype)
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' requested but torch sees no CUDA device")
     if isinstance(model, PET):
         return model.to(device=device, dtype=dtype).eval()
-    return checkpoint.load(default_model_path() if model is None else model, device, dtype)
+    loaded = checkpoint.load(default_model_path() if model is None else model, device, dtype)
+    return loaded.requires_grad_(False)
 
 
 class PETCalculator(Calculator):

@@ -137,3 +137,18 @@ def test_the_allocator_setting_applies_on_glibc():
     run = subprocess.run([sys.executable, "-c", "from pet.allocator import retain_freed_memory as r; "
                           "print(r())"], capture_output=True, text=True, timeout=60)
     assert run.stdout.strip() == "True", run.stderr
+
+
+def test_a_loaded_model_needs_no_parameter_gradients_and_gives_the_same_forces(tiny_model, tiny_checkpoint,
+                                                                                 water_cell):
+    from pet.calculator import load_model
+    from pet.compute import compute
+
+    loaded = load_model(tiny_checkpoint, dtype="float64")
+    assert not any(p.requires_grad for p in loaded.parameters())
+    assert all(p.requires_grad for p in load_model(tiny_model, dtype="float64").parameters())  # left alone
+    graph = graph_from_atoms(water_cell, tiny_model.hypers.cutoff)
+    assert saved_bytes_per_token(loaded, graph) < 0.7 * saved_bytes_per_token(tiny_model, graph)
+    reference, result = compute(tiny_model, graph), compute(loaded, graph)
+    torch.testing.assert_close(result.forces, reference.forces, rtol=0, atol=1e-12)
+    torch.testing.assert_close(result.virial, reference.virial, rtol=0, atol=1e-12)
