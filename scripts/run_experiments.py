@@ -60,10 +60,10 @@ def runs_of(experiment: str, runs_dir: Path) -> List[Run]:
     if experiment == "bulk-nvt":
         equilibrated = ["--structure", str(runs_dir / "bulk-nvt" / "equilibration" / "simulation.pos_0.xyz"),
                         "--frame", "-1"]
-        return [Run("equilibration", experiment, 60, 8, 5.0, "float32", ["--grid", "raw"]),
-                Run("raw", experiment, 80, 8, 5.0, "float32", ["--grid", "raw"] + equilibrated),
-                Run("mts", experiment, 30, 8, 5.0, "float32", equilibrated),
-                Run("random", experiment, 800, 80, 0.5, "float32", ["--grid", "random", "--mts", "1"] + equilibrated)]
+        return [Run("equilibration", experiment, 60, 4, 5.0, "float32", ["--grid", "raw"]),
+                Run("raw", experiment, 80, 32, 5.0, "float32", ["--grid", "raw"] + equilibrated),
+                Run("mts", experiment, 32, 32, 5.0, "float32", equilibrated),
+                Run("random", experiment, 800, 320, 0.5, "float32", ["--grid", "random", "--mts", "1"] + equilibrated)]
     if experiment == "ice-relax":
         return [Run(f"cell{k}-{model}", experiment, 15, 2, 0.0, "float32",
                     ["--frame", str(k)] + (["--grid", "raw"] if model == "raw" else []))
@@ -108,7 +108,7 @@ def analyses_of(experiment: str, runs_dir: Path, results: Path, model: str, shar
                 (f"{run.name}-gofr", ["gofr", positions, "--blocks", blocks] + references + out(f"{run.name}-gofr")),
                 (f"{run.name}-orientation-correlation", ["orientation-correlation", positions, "--r-max", "6",
                  "--blocks", blocks] + out(f"{run.name}-orientation-correlation")),
-                (f"{run.name}-diffusion", ["diffusion", positions, "--dt", str(run.dt_fs), "--blocks", blocks]
+                (f"{run.name}-diffusion", ["diffusion", positions, "--dt", str(run.dt_fs), "--blocks", "2"]
                  + out(f"{run.name}-diffusion")),
                 (f"{run.name}-dipole-acf", ["dipole-acf", positions, "--dt", str(run.dt_fs)]
                  + out(f"{run.name}-dipole-acf")),
@@ -149,6 +149,7 @@ def main(argv=None) -> int:
                         help=f"which to run (default all: {' '.join(EXPERIMENTS)})")
     parser.add_argument("--model", help="PET checkpoint (default: $PET_IPI_MODEL or the shipped model)")
     parser.add_argument("--quick", action="store_true", help="a few steps per run, results under runs/")
+    parser.add_argument("--analyze-only", action="store_true", help="only the analyses, of runs already done")
     parser.add_argument("--runs", help="where the runs go (default runs/experiments[-quick])")
     parser.add_argument("--results", help="where the analyses go (default docs/results, "
                         "runs/experiments-quick/results with --quick)")
@@ -169,7 +170,7 @@ def main(argv=None) -> int:
     timings, failed = {}, []
     for experiment in args.experiments:
         ok = True
-        for run in runs_of(experiment, runs_dir):
+        for run in [] if args.analyze_only else runs_of(experiment, runs_dir):
             command = [str(BIN / "pet-run"), str(REPO / "inputs" / run.folder), "--run-dir",
                        str(runs_dir / experiment / run.name), "--model", str(model), "--dtype", run.dtype,
                        "--steps", str(run.quick if args.quick else run.steps)] + run.options

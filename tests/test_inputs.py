@@ -150,7 +150,7 @@ def test_mts_option_keeps_inner_step_time_and_output_times():
     weights = {f.get("forcefield"): float(f.get("weight")) for f in system.findall("forces/force")}
     assert weights == {"raw": 0.0, "2i": 1.0} and system.find("forces/force/mts_weights") is None
     assert xml.total_steps == 20000
-    assert [e.get("stride") for e in xml.root.find("output")] == ["10", "40"]
+    assert [e.get("stride") for e in xml.root.find("output")] == ["10", "20"]
     xml = IPIInput(INPUTS / "bulk-nvt" / "input.xml")
     xml.set_mts(5)
     assert xml.root.find("system/motion/dynamics/nmts").text == "[1, 5]"
