@@ -5,6 +5,8 @@ rate (linear warm-up, a high rate, then a sharp cosine drop), loss
 w_E · MSE(E per atom)/σ_E² + w_F · MSE(F)/σ_F² (σ from the training set), a new random proper or
 improper rotation of every structure at every epoch, the best checkpoint by validation force MAE,
 early stopping, periodic checkpoints and automatic resume from ``OUTPUT/last.pt``.
+``force_only_epochs``: train on forces alone for that many epochs first; with the energy term
+from the start, a small model stays for epochs on a plateau where it predicts zero forces.
 Optional: a symmetry-consistency term penalising the difference of predictions for two random
 rotations of the same structure (``symmetry_weight``, off by default).
 """
@@ -36,7 +38,8 @@ DEFAULTS = {
     "data": {"path": None, "max_frames": None, "fractions": [0.9, 0.05, 0.05], "seed": 0},
     "training": {
         "epochs": 100, "batch_size": 4, "learning_rate": 1e-3, "warmup_fraction": 0.05,
-        "final_lr_ratio": 1e-3, "energy_weight": 0.01, "force_weight": 1.0, "augment": True,
+        "final_lr_ratio": 1e-3, "energy_weight": 0.01, "force_weight": 1.0, "force_only_epochs": 0,
+        "augment": True,
         "symmetry_weight": 0.0, "patience": None, "seed": 0, "device": "cpu", "dtype": "float32",
         "threads": None, "validate_every": 1, "max_hours": None,
     },
@@ -228,7 +231,8 @@ class Trainer:
             rotations = _random_rotations(self.rng, graph.n_structures, self.dtype, self.device)
         ones = torch.ones(1, dtype=self.dtype, device=self.device)
         result = compute(self.model, graph, rotations, ones, virial=False, create_graph=True)
-        loss = (train["energy_weight"] * (((result.energy - energy) / n_atoms) ** 2).mean() / self.sigma_energy**2
+        energy_weight = train["energy_weight"] if self.epoch >= train["force_only_epochs"] else 0.0
+        loss = (energy_weight * (((result.energy - energy) / n_atoms) ** 2).mean() / self.sigma_energy**2
                 + train["force_weight"] * ((result.forces - forces) ** 2).mean() / self.sigma_forces**2)
         if train["symmetry_weight"] > 0:
             other = _random_rotations(self.rng, graph.n_structures, self.dtype, self.device)
