@@ -48,6 +48,9 @@ DEFAULTS = {
 
 log = logging.getLogger("pet.train")
 
+PROGRESS_EVERY = 100
+"""Batches between two progress lines inside an epoch."""
+
 
 class ConfigError(ValueError):
     """An invalid training configuration."""
@@ -262,6 +265,10 @@ class Trainer:
                 self.optimizer.step()
                 self.scheduler.step()
                 losses.append(float(loss.detach()))
+                if len(losses) % PROGRESS_EVERY == 0:
+                    log.info("  epoch %d: %d/%d structures, mean loss of the last %d batches %.4g",
+                             self.epoch + 1, start + len(graph.cells), len(order), PROGRESS_EVERY,
+                             np.mean(losses[-PROGRESS_EVERY:]))
             self.epoch += 1
             self.model.eval()
             record = {"epoch": self.epoch, "loss": float(np.mean(losses)),
