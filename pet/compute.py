@@ -65,11 +65,11 @@ def default_chunk_size(graph: Graph) -> int:
     return max(1, TOKENS_PER_CHUNK // max(tokens_per_copy(graph), 1))
 
 
-PEAK_PER_SAVED_BYTE = 2.5
-"""Peak memory of one forward and backward pass per byte of the tensors autograd saves in its
-forward: measured 1.15-2.0 on a CPU (peak resident memory; small and paper-size models, float32,
-8 to 512 water molecules, parameters with and without gradients; docs/performance.md), with a
-margin."""
+PEAK_PER_SAVED_BYTE = 3.0
+"""Peak memory of the forward and backward passes of an averaged evaluation per byte of the tensors
+autograd saves in one forward: measured 1.15-2.7 on a CPU (peak resident memory growth; small and
+paper-size models, float32, 8 to 512 water molecules, 1 to 150 passes in a row, glibc's malloc
+with and without pet.allocator; docs/performance.md), with a margin."""
 
 
 def saved_bytes_per_token(model: PET, graph: Graph) -> float:
