@@ -2,10 +2,10 @@
 
 On a CPU every intermediate tensor of an evaluation is a malloc'd block. glibc serves large blocks
 with fresh pages from the kernel (mmap, or heaps that it shrinks again), returns them at free, and
-the next evaluation pays a page fault for every 4 KiB it touches again: on a 512-molecule water
-box the forward and backward touch ~1 GB, and the faults cost 10-30 % of the evaluation time
-(measured in docs/performance.md). :func:`retain_freed_memory` tells glibc to keep that memory
-for reuse instead. The price: the process's resident memory stays at its peak.
+the next evaluation pays a page fault for every 4 KiB it touches again (on a 512-molecule water
+box the forward and backward touch ~1 GB). :func:`retain_freed_memory` tells glibc to keep that
+memory for reuse instead (effect measured in docs/performance.md). The price: the process's
+resident memory stays at its peak.
 """
 
 import ctypes

@@ -4,8 +4,8 @@ A post-layer-norm encoder layer whose attention is modulated by the smooth cutof
 section 3): after the softmax each weight is multiplied by f of its key token and the weights
 are renormalised over keys, so that a key with f = 0 drops out exactly. Multiplying by f and
 renormalising equals a softmax over ``logits + log f``, which is what runs here: two passes over
-the (sequences, heads, tokens, tokens) weights instead of five (about a fifth of the evaluation
-time on a CPU). log f is -inf for f = 0 (padding and keys at the cutoff drop out exactly); f is
+the (sequences, heads, tokens, tokens) weights instead of five (10-20 % less time for a raw
+evaluation on a CPU, docs/performance.md). log f is -inf for f = 0 (padding and keys at the cutoff drop out exactly); f is
 clamped to the smallest normal float before the log, so that the energy and its first and
 second derivatives stay finite (double backward is needed to train on forces). The clamp only
 touches keys with f < 1.2e-38 (float32) or 2.2e-308 (float64), negligible either way.

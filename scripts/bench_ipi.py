@@ -210,7 +210,6 @@ def rounds(bench, args, what: str, variants) -> dict:
             seconds = measure(round_index)
             if round_index:
                 times[name].append(seconds)
-        bench.check_drivers()
         progress(what, round_index, args.repeats)
     return times
 
@@ -259,7 +258,6 @@ def run() -> int:
     args.repeats = args.repeats or (1 if args.quick else 5)
     model = benchlib.benchmark_model(args)
     functions = {"rotations": rotations_part, "mts": mts_part, "overhead": overhead_part}
-    results = {part: ([], []) for part in args.part}
     with benchlib.IPIBench(args) as bench:
         # every simulation gets fresh sockets (those of other variants are closed meanwhile, as
         # their idle polling threads would slow i-PI down); one driver serves them all
@@ -270,19 +268,20 @@ def run() -> int:
                             for r in range(1 + args.repeats) for name, mode in CHANNELS[part].items()},
                            "driver.log")
         for part in args.part:
+            rows, agreement = [], []
             for n_molecules in sizes[part]:
                 outcome = functions[part](bench, args, model, n_molecules, addresses(part, n_molecules))
                 if part == "rotations":
-                    results[part][0].append(outcome[0])
-                    results[part][1].extend(outcome[1])
+                    rows.append(outcome[0])
+                    agreement.extend(outcome[1])
                 else:
-                    results[part][0].append(outcome)
-    for part in args.part:
-        title, headers = TABLES[part]
-        print(f"\n{title}:\n\n{benchlib.table(headers, results[part][0])}")
-        if part == "rotations":
-            print("\nAgreement of the forces (max |ΔF| / max |F|):\n")
-            print(benchlib.table(["molecules", "comparison", "relative difference"], results[part][1]))
+                    rows.append(outcome)
+            title, headers = TABLES[part]
+            print(f"\n{title}:\n\n{benchlib.table(headers, rows)}", flush=True)
+            if part == "rotations":
+                print("\nAgreement of the forces (max |ΔF| / max |F|):\n")
+                print(benchlib.table(["molecules", "comparison", "relative difference"], agreement),
+                      flush=True)
     print(f"\n{benchlib.conditions(args)}")
     return 0
 

@@ -271,7 +271,7 @@ def run() -> int:
             rows = [row for n in sizes[part] for row in memory_part(args, n, budgets)]
         else:
             rows = [allocator_part(args, n) for n in sizes[part]]
-        print(f"\n{title}:\n\n{benchlib.table(headers, rows)}{note}")
+        print(f"\n{title}:\n\n{benchlib.table(headers, rows)}{note}", flush=True)
     allocator = ("glibc default malloc" if args.no_retain_memory
                  else "freed memory retained (pet/allocator.py)")
     print(f"\n{benchlib.conditions(args)}; {allocator}")

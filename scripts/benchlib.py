@@ -14,6 +14,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -25,10 +26,11 @@ from ase import Atoms
 from ase.build import molecule
 from ase.geometry import cell_to_cellpar, cellpar_to_cell
 
-from driver.protocol import ANGSTROM_PER_BOHR, EV_PER_HARTREE
+from driver.protocol import ANGSTROM_PER_BOHR, EV_PER_HARTREE, SOCKETS_PREFIX
 from pet import PET, PETHypers, checkpoint
 from pet.allocator import retain_freed_memory
 from pet.calculator import load_model
+from pet.checkpoint import CheckpointError
 from pet.structures import water_box
 
 SIZES = {
@@ -110,7 +112,10 @@ def benchmark_model(args) -> PET:
     """The model of the options, on their device and dtype, for evaluation (no parameter
     gradients, as pet-driver loads it)."""
     source = args.model if args.model is not None else random_model(args.size)
-    return load_model(source, args.device, args.dtype).requires_grad_(False)
+    try:
+        return load_model(source, args.device, args.dtype).requires_grad_(False)
+    except (CheckpointError, ValueError) as error:
+        raise BenchError(f"cannot load the model: {error}") from None
 
 
 def model_checkpoint(args, folder: Path) -> Path:
@@ -250,6 +255,7 @@ class IPIBench:
         self.checkpoint = model_checkpoint(args, self.folder)
         self.drivers: List[subprocess.Popen] = []
         self.simulations = []
+        self.closing = False
         self.previous_folder = Path.cwd()
         os.chdir(self.folder)  # i-PI writes its (empty) outputs into the working folder
 
@@ -274,9 +280,19 @@ class IPIBench:
         log = open(self.folder / log_name, "w")
         driver = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=environment,
                                   cwd=self.previous_folder, start_new_session=True)
-        driver.log_name = log_name
         self.drivers.append(driver)
+        threading.Thread(target=self._watch, args=(driver, log_name), daemon=True).start()
         return driver
+
+    def _watch(self, driver: subprocess.Popen, log_name: str) -> None:
+        """A driver that fails leaves i-PI waiting for forces for ever: end this process then."""
+        if driver.wait() != 0 and not self.closing:
+            log = (self.folder / log_name).read_text(errors="replace")[-2000:]
+            print(f"pet-driver failed (status {driver.returncode}):\n{log}", file=sys.stderr, flush=True)
+            shutil.rmtree(self.folder, ignore_errors=True)
+            for path in Path(SOCKETS_PREFIX).parent.glob(Path(SOCKETS_PREFIX).name + f"bench-*-{self.tag}"):
+                path.unlink(missing_ok=True)
+            os._exit(1)
 
     def simulation(self, forcefields: str, forces: str, atoms: Atoms, timestep: float = 0.5,
                    nmts: str = ""):
@@ -300,14 +316,8 @@ class IPIBench:
             forcefield.stop()
         self.simulations.remove(simulation)
 
-    def check_drivers(self) -> None:
-        """BenchError if a driver has ended (it serves until every socket is closed)."""
-        for driver in self.drivers:
-            if driver.poll() is not None:
-                raise BenchError(f"pet-driver ended early (status {driver.returncode}):\n"
-                                 + (self.folder / driver.log_name).read_text()[-2000:])
-
     def close(self) -> None:
+        self.closing = True
         for simulation in list(self.simulations):
             self.close_simulation(simulation)
         for driver in self.drivers:
