@@ -100,6 +100,30 @@ def fit_baseline(frames, species) -> np.ndarray:
     return np.linalg.lstsq(counts, energies, rcond=None)[0]
 
 
+def refit_baseline(model, dataset, n_frames=100, batch_size=4) -> np.ndarray:
+    """Shift ``model.baseline`` (eV per atom of each species) by the least-squares solution of
+    Σ_s n_s Δb_s = E_ref - E_model over the first ``n_frames`` of ``dataset``; return the shift.
+
+    The network and the forces are unchanged. Used when the energy term is switched on after
+    force-only epochs: the forces do not fix the energy zero, and an offset of ~1 eV/atom would
+    dominate the first energy gradients.
+    """
+    species = model.species
+    counts, residual = [], []
+    with torch.no_grad():
+        for start in range(0, min(n_frames, len(dataset)), batch_size):
+            graph, energy, _ = dataset.batch(range(start, min(start + batch_size, n_frames, len(dataset))))
+            predicted = compute(model, graph, forces=False, virial=False).energy
+            residual.extend((energy.double().cpu() - predicted.double().cpu()).tolist())
+            numbers = graph.numbers.cpu()
+            for s in range(graph.n_structures):
+                mine = numbers[graph.structure.cpu() == s]
+                counts.append([int((mine == z).sum()) for z in species])
+        shift = np.linalg.lstsq(np.array(counts, float), np.array(residual), rcond=None)[0]
+        model.baseline += torch.as_tensor(shift, dtype=model.baseline.dtype, device=model.baseline.device)
+    return shift
+
+
 class Dataset:
     """Frames as graphs plus their targets, on the training device and dtype."""
 
@@ -254,6 +278,10 @@ class Trainer:
                  self.sigma_energy, self.sigma_forces)
         while self.epoch < train["epochs"]:
             epoch_start = time.time()
+            if train["force_only_epochs"] and self.epoch == train["force_only_epochs"]:
+                shift = refit_baseline(self.model, self.train_set)
+                log.info("energy term on from this epoch: baseline shifted by %s eV per atom",
+                         dict(zip(self.model.species, np.round(shift, 4))))
             self.model.train()
             order = self.rng.permutation(len(self.train_set))
             losses = []

@@ -12,7 +12,8 @@ from ase.io import read, write
 from pet import checkpoint
 from pet.data import split_indices
 from pet.evaluate import main as evaluate_main
-from pet.train import Trainer, evaluate_errors, main, merge_config
+from pet.compute import compute
+from pet.train import Trainer, evaluate_errors, main, merge_config, refit_baseline
 
 TINY_MODEL = {"n_gnn": 2, "d_pet": 16, "n_tl": 1, "n_heads": 2, "d_feedforward": 32, "d_head": 16}
 FRACTIONS = [0.5, 0.25, 0.25]
@@ -157,3 +158,28 @@ def test_missing_config_file(tmp_path, capsys):
     assert main([str(tmp_path / "absent.yaml")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("pet-train: error: no config file") and err.count("\n") == 1
+
+
+def test_refit_baseline_zeroes_the_mean_energy_error_and_keeps_forces(frames_file, tmp_path):
+    """After force-only epochs the energy zero is arbitrary: the refit removes the mean energy
+    error (all frames have one composition) without touching the forces."""
+    trainer = Trainer(merge_config(make_config(frames_file, tmp_path / "run", dtype="float64")))
+    model, dataset = trainer.model, trainer.train_set
+    with torch.no_grad():
+        model.baseline += torch.tensor([0.7, -0.3], dtype=torch.float64)
+    graph, energy, _ = dataset.batch(range(len(dataset)))
+    before = compute(model, graph, virial=False)
+    shift = refit_baseline(model, dataset)
+    after = compute(model, graph, virial=False)
+    assert shift.shape == (2,) and np.abs(shift).max() > 0.01
+    assert abs(float((energy - before.energy).mean())) > 10.0  # 0.7 eV per H atom of 128 H atoms
+    assert abs(float((energy - after.energy).mean())) < 1e-8
+    torch.testing.assert_close(after.forces, before.forces, rtol=0, atol=0)
+
+
+def test_force_only_epochs_then_energy_refits_the_baseline(frames_file, tmp_path, caplog):
+    config = make_config(frames_file, tmp_path / "run", epochs=2, force_only_epochs=1)
+    with caplog.at_level(logging.INFO, logger="pet.train"):
+        Trainer(merge_config(config)).run()
+    refits = [r.message for r in caplog.records if "baseline shifted" in r.message]
+    assert len(refits) == 1
