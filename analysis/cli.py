@@ -7,13 +7,13 @@ and prints a one-line summary; mistakes in the inputs give one line on stderr an
 import argparse
 import sys
 
-from . import (angular_momentum, diffusion, dipole_acf, drift, gofr, ice, orientation,
+from . import (angular_momentum, diffusion, dipole_acf, drift, gofr, ice, intact, orientation,
                orientation_correlation, spectrum, torque)
 from .errors import AnalysisError
 from .output import write_outputs
 
 ANALYSES = [angular_momentum, torque, spectrum, orientation, gofr, orientation_correlation,
-            diffusion, dipole_acf, drift, ice]
+            diffusion, dipole_acf, drift, intact, ice]
 """Modules with NAME, HELP, EXAMPLE, add_arguments(parser) and run(args) -> (result, figure, summary)."""
 
 

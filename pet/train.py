@@ -281,7 +281,7 @@ class Trainer:
             if train["force_only_epochs"] and self.epoch == train["force_only_epochs"]:
                 shift = refit_baseline(self.model, self.train_set)
                 log.info("energy term on from this epoch: baseline shifted by %s eV per atom",
-                         dict(zip(self.model.species, np.round(shift, 4))))
+                         {z: round(float(b), 4) for z, b in zip(self.model.species, shift)})
             self.model.train()
             order = self.rng.permutation(len(self.train_set))
             losses = []

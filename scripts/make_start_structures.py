@@ -3,8 +3,8 @@
     .venv/bin/python scripts/make_start_structures.py          # rewrites them (deterministic)
     .venv/bin/python scripts/make_start_structures.py --check  # exit 1 if a committed file differs
 
-- ``inputs/gas-nve/init.xyz``, ``inputs/gas-nvt/init.xyz``: one H2O (ASE's ``molecule("H2O")``,
-  turned by fixed Euler angles so that no principal axis lies along z) at the centre of a 100 Å box;
+- ``inputs/gas-nve/init.xyz``, ``inputs/gas-nvt/init.xyz``, ``inputs/stability-gas/init.xyz``: one
+  H2O (ASE's ``molecule("H2O")``, turned by fixed Euler angles so that no principal axis lies along z) at the centre of a 100 Å box;
 - ``inputs/gas-nve/velocities.xyz``: a rigid rotation of that molecule about its centre of mass
   with angular momentum L = (0, 0, 25) amu Å²/ps (≈ 3.9 ħ; kinetic energy printed below), zero
   centre-of-mass velocity, in atomic units (i-PI's ``velocities{atomic_unit}``);
@@ -79,6 +79,7 @@ def structures() -> dict:
         "gas-nve/init.xyz": ipi_xyz(gas),
         "gas-nve/velocities.xyz": ipi_xyz(gas, velocities * per_ps_in_au, "velocities{atomic_unit}"),
         "gas-nvt/init.xyz": ipi_xyz(gas),
+        "stability-gas/init.xyz": ipi_xyz(gas),
         "bulk-nvt/water-64.xyz": ipi_xyz(water_box(64, seed=0)),
     }
 

@@ -1,6 +1,6 @@
 """Run every experiment of inputs/ at laptop scale, then its analyses: PNG + JSON per analysis.
 
-    .venv/bin/python scripts/run_experiments.py                  # all four, the shipped model
+    .venv/bin/python scripts/run_experiments.py                  # all five, the shipped model
     .venv/bin/python scripts/run_experiments.py gas-nve ice-relax --model runs/small/best.pt
     .venv/bin/python scripts/run_experiments.py --quick --model tiny.pt   # a few steps each
 
@@ -64,6 +64,9 @@ def runs_of(experiment: str, runs_dir: Path) -> List[Run]:
                 Run("raw", experiment, 80, 32, 5.0, "float32", ["--grid", "raw"] + equilibrated),
                 Run("mts", experiment, 32, 32, 5.0, "float32", equilibrated),
                 Run("random", experiment, 800, 320, 0.5, "float32", ["--grid", "random", "--mts", "1"] + equilibrated)]
+    if experiment == "stability":
+        return [Run("gas", "stability-gas", 20000, 20, 0.5, "float32"),
+                Run("bulk", "bulk-nvt", 2000, 4, 5.0, "float32", ["--grid", "raw"])]
     if experiment == "ice-relax":
         return [Run(f"cell{k}-{model}", experiment, 15, 2, 0.0, "float32",
                     ["--frame", str(k)] + (["--grid", "raw"] if model == "raw" else []))
@@ -118,6 +121,13 @@ def analyses_of(experiment: str, runs_dir: Path, results: Path, model: str, shar
         for name in ("mts", "random"):
             found.append((f"{name}-spectrum", ["spectrum", str(folder / name / "simulation.out"),
                           "--segments", "2" if few else "4"] + out(f"{name}-spectrum")))
+    elif experiment == "stability":
+        for run, molecules in zip(runs_of(experiment, runs_dir), (1, 64)):
+            path = folder / run.name
+            found += [(f"{run.name}-intact", ["intact", str(path / "simulation.pos_0.xyz"), "--dt", str(run.dt_fs)]
+                       + out(f"{run.name}-intact")),
+                      (f"{run.name}-drift", ["drift", str(path / "simulation.out"), "--molecules", str(molecules)]
+                       + out(f"{run.name}-drift"))]
     elif experiment == "ice-relax":
         index = f"{ICE_CELLS[0]}:{ICE_CELLS[-1] + 1}"
         found.append(("ice", ["ice", str(shared / ICE_FILE), "--index", index, "--model", model, "--grid", "2i",
@@ -127,7 +137,7 @@ def analyses_of(experiment: str, runs_dir: Path, results: Path, model: str, shar
     return found
 
 
-EXPERIMENTS = ["gas-nve", "gas-nvt", "bulk-nvt", "ice-relax"]
+EXPERIMENTS = ["gas-nve", "gas-nvt", "bulk-nvt", "ice-relax", "stability"]
 
 
 def timed(command: List[str], label: str, timings: dict) -> bool:

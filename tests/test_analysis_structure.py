@@ -181,3 +181,34 @@ def test_yeh_hummer_correction_matches_the_data_readme():
     # k_B T ξ / (6π η L) for 512 and 64 molecules at 298 K, η = 0.89 mPa s: ~0.28 and ~0.56 ×1e-9 m²/s
     assert yeh_hummer_correction(298.0, 0.89, 24.86) == pytest.approx(0.28, abs=0.01)
     assert yeh_hummer_correction(298.0, 0.89, 12.43) == pytest.approx(0.56, abs=0.01)
+
+
+def test_intact_measures_bonds_across_the_boundary_and_flags_a_broken_molecule(tmp_path):
+    """Two molecules in a triclinic cell, the second's H across the boundary: bonds and the H-H
+    distance as placed; then frame 2 stretches one O-H to 1.6 Å and frame 3 brings an H of one
+    molecule within 0.9 Å of an H of the other."""
+    first = WATER + np.array([1.0, 1.0, 1.0])
+    second = WATER + np.array([0.3, 7.0, 8.0])  # its second H at x < 0: wrapped across
+    frames = [np.concatenate([first, second]) for _ in range(4)]
+    stretched = frames[2][1] - frames[2][0]
+    frames[2][1] = frames[2][0] + 1.6 * stretched / np.linalg.norm(stretched)
+    frames[3][3:] = first + np.array([0.0, 0.0, 0.9])  # the second molecule 0.9 Å above the first
+    frames = np.array([wrap(f, TRICLINIC) for f in frames])
+    path = write_ipi_xyz(tmp_path / "pos.xyz", ["O", "H", "H"] * 2, frames, TRICLINIC, steps=[0, 10, 20, 30])
+    assert main(["intact", str(path), "--dt", "0.5", "--out", str(tmp_path / "intact")]) == 0
+    result = json.loads((tmp_path / "intact.json").read_text())
+    bond, hh = np.linalg.norm(WATER[1]), np.linalg.norm(WATER[1] - WATER[2])
+    np.testing.assert_allclose(result["longest_oh_per_frame"], [bond, bond, 1.6, bond], atol=1e-8)
+    np.testing.assert_allclose(result["shortest_hh_per_frame"], [hh, hh, hh, 0.9], atol=1e-8)
+    assert result["intact"] is False and result["first_broken_step"] == 20
+    assert (tmp_path / "intact.png").is_file()
+    assert main(["intact", str(path), "--max-oh", "1.7", "--min-hh", "0.8", "--out", str(tmp_path / "loose")]) == 0
+    assert json.loads((tmp_path / "loose.json").read_text())["intact"] is True
+
+
+def test_intact_rejects_bad_limits_and_atom_order(tmp_path, capsys):
+    path = write_ipi_xyz(tmp_path / "pos.xyz", ["H", "O", "H"], WATER[None], TRICLINIC)
+    assert main(["intact", str(path), "--out", str(tmp_path / "x")]) == 2
+    assert "O, H, H" in capsys.readouterr().err
+    assert main(["intact", str(path), "--max-oh", "-1", "--out", str(tmp_path / "x")]) == 2
+    assert "positive" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""The experiment inputs (inputs/gas-nve, gas-nvt, bulk-nvt, ice-relax) run by i-PI through pet-run
+"""The experiment inputs (inputs/gas-nve, gas-nvt, bulk-nvt, ice-relax, stability-gas) run by i-PI through pet-run
 with a tiny random model; pet-run's options for their variants; the HPC batch script's dry run."""
 
 import importlib.util
@@ -85,6 +85,18 @@ def test_bulk_nvt_random_rotation_at_every_step(processes, tmp_path, tiny_checkp
     assert out["time{picosecond}"][1] == pytest.approx(0.005)  # 10 steps of 0.5 fs
     # random drives every step; raw (weight 0) is evaluated only for the outputs
     assert (requests(run_dir, "random"), requests(run_dir, "raw")) == (11, 2)
+
+
+def test_stability_gas_starts_at_300_k_and_conserves_energy(processes, tmp_path, tiny_checkpoint):
+    run_dir = run_input(processes, "stability-gas", tmp_path / "run", tiny_checkpoint, "--steps", 20,
+                        "--dtype", "float64")
+    out = read_properties(run_dir / "simulation.out")
+    assert out["step"].tolist() == [0, 10, 20]
+    # 3 atoms, 9 velocity components drawn at 300 K, then the centre-of-mass motion removed
+    assert 0 < out["kinetic_md{electronvolt}"][0] < 0.5
+    conserved = out["conserved{electronvolt}"]
+    assert abs(conserved[-1] - conserved[0]) < 1e-3 * abs(out["kinetic_md{electronvolt}"][0]) + 1e-6
+    assert requests(run_dir, "raw") == 21
 
 
 def test_ice_relax_lowers_the_energy_of_the_chosen_cell(processes, tmp_path, tiny_checkpoint, data_dir):
