@@ -41,7 +41,7 @@ DEFAULTS = {
         "final_lr_ratio": 1e-3, "energy_weight": 0.01, "force_weight": 1.0, "force_only_epochs": 0,
         "augment": True,
         "symmetry_weight": 0.0, "patience": None, "seed": 0, "device": "cpu", "dtype": "float32",
-        "threads": None, "validate_every": 1, "max_hours": None,
+        "threads": None, "validate_every": 1, "max_hours": None, "init_from": None,
     },
     "output": "runs/train",
 }
@@ -202,6 +202,8 @@ class Trainer:
         self.sigma_forces = float(forces.std())
         self.model.baseline.copy_(torch.as_tensor(baseline))
         self.model.energy_scale.fill_(self.sigma_forces)
+        if train["init_from"]:
+            self._initialise_from(Path(train["init_from"]))
         self.model.to(self.device, self.dtype)
 
         log.info("building neighbour lists ...")
@@ -225,6 +227,20 @@ class Trainer:
         return {"config": self.config, "epoch": self.epoch, "best_validation_force_mae": self.best,
                 "sigma_energy": self.sigma_energy, "sigma_forces": self.sigma_forces,
                 "history": self.history, "torch": str(torch.__version__)}
+
+    def _initialise_from(self, path):
+        """Start from the weights, baseline and energy scale of the checkpoint at ``path`` (same
+        hypers and species; its split must be this run's, so that no test frame was trained on)."""
+        stored = checkpoint.read(path)
+        if stored["hypers"] != self.hypers.to_dict() or stored["species"] != self.model.species:
+            raise ConfigError(f"init_from {path}: its model (hypers {stored['hypers']}, species "
+                              f"{stored['species']}) differs from this config's")
+        for part in ("train", "validation", "test"):
+            if part in stored["split"] and list(stored["split"][part]) != list(self.split[part]):
+                raise ConfigError(f"init_from {path}: it was trained on another data split "
+                                  f"('{part}' differs); its test frames could leak into training")
+        self.model.load_state_dict(stored["state_dict"])
+        log.info("weights from %s (trained %s epochs)", path, stored["metadata"].get("epoch", "?"))
 
     def _resume(self, path):
         stored = checkpoint.read(path)

@@ -183,3 +183,22 @@ def test_force_only_epochs_then_energy_refits_the_baseline(frames_file, tmp_path
         Trainer(merge_config(config)).run()
     refits = [r.message for r in caplog.records if "baseline shifted" in r.message]
     assert len(refits) == 1
+
+
+def test_init_from_starts_from_a_checkpoint_of_the_same_model_and_split(frames_file, tmp_path, capsys):
+    first = merge_config(make_config(frames_file, tmp_path / "first", epochs=1))
+    Trainer(first).run()
+    start = tmp_path / "first" / "best.pt"
+    continued = Trainer(merge_config(make_config(frames_file, tmp_path / "second", init_from=str(start))))
+    stored = checkpoint.load(start, dtype=torch.float32).state_dict()
+    for name, value in continued.model.state_dict().items():
+        torch.testing.assert_close(value, stored[name], rtol=0, atol=0, msg=name)
+
+    other_model = make_config(frames_file, tmp_path / "third", init_from=str(start))
+    other_model["model"] = {**TINY_MODEL, "d_pet": 32}
+    other_split = make_config(frames_file, tmp_path / "fourth", init_from=str(start))
+    other_split["data"]["seed"] = 4
+    for config, message in ((other_model, "differs from this config"), (other_split, "another data split")):
+        assert main([write_config(tmp_path / "bad.yaml", config)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("pet-train: error: init_from") and message in err and err.count("\n") == 1
