@@ -317,15 +317,18 @@ class Trainer:
             self.model.eval()
             record = {"epoch": self.epoch, "loss": float(np.mean(losses)),
                       "lr": self.scheduler.get_last_lr()[0]}
+            improved = False
             if self.epoch % train["validate_every"] == 0 or self.epoch == train["epochs"]:
                 record.update({f"validation_{k}": v for k, v in evaluate_errors(self.model, self.validation_set).items()})
-                if record["validation_force_mae"] < self.best:
+                improved = record["validation_force_mae"] < self.best
+                if improved:
                     self.best, self.since_best = record["validation_force_mae"], 0
-                    self._save("best.pt")
                 else:
                     self.since_best += train["validate_every"]
             record["seconds"] = time.time() - epoch_start
             self.history.append(record)
+            if improved:  # after the history has this epoch, so that best.pt's history ends with it
+                self._save("best.pt")
             log.info("epoch %4d  loss %.4g  val MAE E %.3f meV/atom  F %.2f meV/Å  lr %.2e  %.0f s",
                      self.epoch, record["loss"], record.get("validation_energy_mae", float("nan")),
                      record.get("validation_force_mae", float("nan")), record["lr"], record["seconds"])

@@ -1,7 +1,10 @@
 """pet-train end to end on a few real frames: learning, resume, restart, stored split, config errors."""
 
+import importlib.util
+import json
 import logging
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +20,7 @@ from pet.train import Trainer, evaluate_errors, main, merge_config, refit_baseli
 
 TINY_MODEL = {"n_gnn": 2, "d_pet": 16, "n_tl": 1, "n_heads": 2, "d_feedforward": 32, "d_head": 16}
 FRACTIONS = [0.5, 0.25, 0.25]
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +74,7 @@ def test_training_learns_forces(frames_file, tmp_path):
     assert {"validation_energy_mae", "validation_force_rmse", "lr", "seconds"} <= set(validated[-1])
     best = checkpoint.read(tmp_path / "run" / "best.pt")["metadata"]
     assert best["best_validation_force_mae"] == min(r["validation_force_mae"] for r in validated)
+    assert best["history"][-1]["epoch"] == best["epoch"]  # its history ends with its own epoch
     assert checkpoint.read(tmp_path / "run" / "last.pt")["metadata"]["epoch"] == 70
 
 
@@ -202,3 +207,24 @@ def test_init_from_starts_from_a_checkpoint_of_the_same_model_and_split(frames_f
         assert main([write_config(tmp_path / "bad.yaml", config)]) == 2
         err = capsys.readouterr().err
         assert err.startswith("pet-train: error: init_from") and message in err and err.count("\n") == 1
+
+
+def test_learning_curve_of_two_stages(frames_file, tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("plot_learning_curve", SCRIPTS / "plot_learning_curve.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    first = merge_config(make_config(frames_file, tmp_path / "first", epochs=2))
+    Trainer(first).run()
+    second = merge_config(make_config(frames_file, tmp_path / "second", epochs=3, validate_every=2,
+                                      init_from=str(tmp_path / "first" / "last.pt")))
+    trainer = Trainer(second)
+    trainer.run()
+    out = tmp_path / "curve"
+    assert script.main([str(tmp_path / "first" / "last.pt"), str(tmp_path / "second" / "last.pt"),
+                        "--out", str(out)]) == 0
+    points = json.loads(out.with_suffix(".json").read_text())["points"]
+    assert [(p["stage"], p["epoch"]) for p in points] == [(0, 1), (0, 2), (1, 4), (1, 5)]
+    assert points[-1]["force_mae"] == trainer.history[-1]["validation_force_mae"]
+    assert out.with_suffix(".png").stat().st_size > 10000
+    assert script.main([str(tmp_path / "absent.pt"), "--out", str(out)]) == 2
+    assert capsys.readouterr().err.startswith("plot_learning_curve.py: error: no checkpoint file")
