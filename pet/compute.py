@@ -12,6 +12,7 @@ from typing import Optional
 
 import torch
 
+from .layout import token_layout
 from .model import PET
 from .neighbors import Graph
 
@@ -51,8 +52,9 @@ def rotate_edges(vectors: torch.Tensor, rotations: torch.Tensor, graph: Graph) -
 
 
 def tokens_per_copy(graph: Graph) -> int:
-    """Tokens of one copy of ``graph`` in the transformer: atoms × (largest neighbour count + 1)."""
-    return graph.n_atoms * (graph.slots.shape[1] + 1)
+    """Tokens of one copy of ``graph`` in the transformer (central and edge tokens and the padding
+    of :func:`pet.layout.token_layout`: about atoms × (mean neighbour count + 2))."""
+    return token_layout(graph.slots, graph.n_edges).n_tokens
 
 
 TOKENS_PER_CHUNK = 8192

@@ -14,6 +14,7 @@ from torch import nn
 
 from .cutoff import smooth_cutoff
 from .hypers import PETHypers
+from .layout import token_layout
 from .neighbors import Graph
 from .transformer import Transformer
 
@@ -94,36 +95,34 @@ class PET(nn.Module):
         cutoff = smooth_cutoff(distances, self.hypers.cutoff, self.hypers.cutoff_width)
         geometry = torch.cat([vectors, distances[..., None]], dim=-1)
 
-        # edge e is token token_of_edge[e] of the N sequences of M + 1 tokens (central token first)
-        padded = graph.slots < n_edges
-        token_of_edge = torch.empty(n_edges, dtype=torch.long, device=vectors.device)
-        token_of_edge[graph.slots[padded]] = torch.arange(
-            n_atoms * (width + 1), device=vectors.device
-        ).view(n_atoms, width + 1)[:, 1:][padded]
-        slots = graph.slots.reshape(-1)
+        if n_atoms == 0:
+            return vectors.new_zeros(n_copies, 0)
+        layout = token_layout(graph.slots, n_edges)
 
-        def to_padded(edge_values: torch.Tensor) -> torch.Tensor:
-            """(K, E, C) → (K, N, M, C), zeros in padding."""
-            channels = edge_values.shape[-1]
-            zero = edge_values.new_zeros(n_copies, 1, channels)
-            padded_values = torch.cat([edge_values, zero], dim=1).index_select(1, slots)
-            return padded_values.view(n_copies, n_atoms, width, channels)
+        def arrange(central: torch.Tensor, edge_values: torch.Tensor) -> torch.Tensor:
+            """Central (K, N, C) and edge (K, E, C) values into the token tensor (K, T, C), zeros in padding."""
+            zero = edge_values.new_zeros(n_copies, 1, edge_values.shape[-1])
+            return torch.cat([central, edge_values, zero], dim=1).index_select(1, layout.source)
 
-        key_weights = torch.cat(
-            [cutoff.new_ones(n_copies, n_atoms, 1), to_padded(cutoff[..., None])[..., 0]], dim=-1
-        ).reshape(n_copies * n_atoms, width + 1)
+        keys = arrange(cutoff.new_ones(n_copies, n_atoms, 1), cutoff[..., None])[..., 0]
+        blocks = [(start, atoms, width + 1) for start, atoms, width in layout.groups]
+        key_weights = [keys[:, start:start + atoms * length].reshape(n_copies * atoms, length)
+                       for start, atoms, length in blocks]
 
         message = self.neighbor_embedding(species[graph.neighbors]).expand(n_copies, -1, -1)
         energy = vectors.new_zeros(n_copies, n_atoms)
         for layer in self.layers:
             tokens = layer.compress(torch.cat([layer.geometry_embedding(geometry), message], dim=-1))
             central = layer.central_embedding(species).expand(n_copies, -1, -1)
-            sequence = torch.cat([central[:, :, None], to_padded(tokens)], dim=2)
-            sequence = layer.transformer(
-                sequence.reshape(n_copies * n_atoms, width + 1, -1), key_weights
-            ).view(n_copies, n_atoms * (width + 1), -1)
-            edge_out = sequence.index_select(1, token_of_edge)
-            central_out = sequence.view(n_copies, n_atoms, width + 1, -1)[:, :, 0]
+            sequence = arrange(central, tokens)
+            outputs = [
+                layer.transformer(sequence[:, start:start + atoms * length].reshape(n_copies * atoms, length, -1),
+                                  weights).view(n_copies, atoms * length, -1)
+                for (start, atoms, length), weights in zip(blocks, key_weights)
+            ]
+            sequence = torch.cat(outputs, dim=1) if len(outputs) > 1 else outputs[0]
+            edge_out = sequence.index_select(1, layout.token_of_edge)
+            central_out = sequence.index_select(1, layout.token_of_center)
             bond = layer.bond_head(edge_out)[..., 0] * cutoff
             energy = energy + layer.central_head(central_out)[..., 0]
             energy = energy.index_add(1, graph.centers, bond)
