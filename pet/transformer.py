@@ -5,7 +5,7 @@ section 3): after the softmax each weight is multiplied by f of its key token an
 are renormalised over keys, so that a key with f = 0 drops out exactly. Multiplying by f and
 renormalising equals a softmax over ``logits + log f``, which is what runs here: two passes over
 the (sequences, heads, tokens, tokens) weights instead of five (10-20 % less time for a raw
-evaluation on a CPU, docs/performance.md). log f is -inf for f = 0 (padding and keys at the cutoff drop out exactly); f is
+evaluation on a CPU: ``scripts/bench_model.py --part layout``, docs/performance.md). log f is -inf for f = 0 (padding and keys at the cutoff drop out exactly); f is
 clamped to the smallest normal float before the log, so that the energy and its first and
 second derivatives stay finite (double backward is needed to train on forces). The clamp only
 touches keys with f < 1.2e-38 (float32) or 2.2e-308 (float64), negligible either way.
@@ -41,6 +41,21 @@ class CutoffAttention(nn.Module):
         attention = torch.softmax(logits + log_weights[:, None, None, :], dim=-1)
         mixed = (attention @ v).transpose(1, 2).reshape(n_seq, n_tok, d_model)
         return self.out(mixed)
+
+
+def definition_attention(module: CutoffAttention, tokens: torch.Tensor, key_weights: torch.Tensor) -> torch.Tensor:
+    """What :meth:`CutoffAttention.forward` computes, done as DESIGN.md section 3 states it:
+    softmax, multiply each weight by f of its key, renormalise (five passes over the weights).
+    The reference of the tests and of ``scripts/bench_model.py --part layout``."""
+    n_seq, n_tok, d_model = tokens.shape
+    qkv = module.qkv(tokens).view(n_seq, n_tok, 3, module.n_heads, module.head_dim)
+    q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+    logits = (q @ k.transpose(-1, -2)) * module.head_dim**-0.5
+    weights = key_weights[:, None, None, :]
+    logits = logits.masked_fill(weights == 0, float("-inf"))
+    attention = torch.softmax(logits, dim=-1) * weights
+    attention = attention / attention.sum(dim=-1, keepdim=True)
+    return module.out((attention @ v).transpose(1, 2).reshape(n_seq, n_tok, d_model))
 
 
 class EncoderLayer(nn.Module):

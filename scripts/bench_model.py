@@ -10,6 +10,10 @@
   process (CPU: peak resident memory minus the resident memory before the evaluation; CUDA:
   torch.cuda.max_memory_allocated), with the automatic chunks and with memory budgets
   (``max_memory``), next to the budget's estimate.
+- ``layout``: one raw evaluation with the token layout and attention of the code (atoms grouped
+  by neighbour count, :mod:`pet.layout`; softmax over logits + log f) against one block padded to
+  the largest neighbour count, and against that block with the attention computed as its
+  definition (softmax, times f, renormalised: :func:`pet.transformer.definition_attention`).
 - ``allocator``: raw evaluations in processes with and without
   :func:`pet.allocator.retain_freed_memory` (alternating, one process per round and setting), with
   the page faults per evaluation.
@@ -28,6 +32,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import torch
@@ -35,14 +40,15 @@ import torch
 import benchlib
 from grids.averaging import GridAverage
 from grids.quadrature import rotation_grid
+from pet import layout, transformer
 from pet.compute import (PEAK_PER_SAVED_BYTE, compute, default_chunk_size, saved_bytes_per_token,
                          tokens_per_copy)
 from pet.neighbors import graph_from_atoms
 
-PARTS = ("averaging", "scaling", "memory", "allocator")
-MOLECULES = {"averaging": [1, 8, 64, 512], "scaling": [1, 64, 128, 256, 512], "memory": [512],
-             "allocator": [64, 512]}
-QUICK_MOLECULES = {"averaging": [4], "scaling": [1, 4, 8], "memory": [4], "allocator": [4]}
+PARTS = ("averaging", "scaling", "layout", "memory", "allocator")
+MOLECULES = {"averaging": [1, 8, 64, 512], "scaling": [1, 64, 128, 256, 512], "layout": [64, 128, 512],
+             "memory": [512], "allocator": [64, 512]}
+QUICK_MOLECULES = {"averaging": [4], "scaling": [1, 4, 8], "layout": [4], "memory": [4], "allocator": [4]}
 RAW_EVALUATIONS = 3
 """Timed raw evaluations per process in the allocator part (after one untimed)."""
 BUDGETS_MB = [1000.0, 3000.0]
@@ -110,6 +116,37 @@ def scaling_part(args, model, sizes):
         rows.append([n, atoms, benchlib.milliseconds(medians[n]), f"{1e6 * medians[n] / atoms:.0f}",
                      f"{medians[n] / medians[reference]:.2f}"])
     return rows, reference
+
+
+LAYOUTS = ("grouped, log f (the code)", "one block, log f", "one block, definition")
+
+
+def layout_part(args, model, n_molecules):
+    graph = model_graph(model, n_molecules)
+    grouped = layout.token_layout(graph.slots, graph.n_edges)
+    single_tokens = graph.n_atoms * (graph.slots.shape[1] + 1)
+    fast_attention = transformer.CutoffAttention.forward
+
+    def variant(max_groups, attention):
+        def evaluate():
+            with mock.patch.object(layout, "MAX_GROUPS", max_groups), \
+                    mock.patch.object(transformer.CutoffAttention, "forward", attention):
+                return compute(model, graph)
+        return evaluate
+
+    variants = dict(zip(LAYOUTS, (variant(layout.MAX_GROUPS, fast_attention), variant(1, fast_attention),
+                                  variant(1, transformer.definition_attention))))
+    results = {name: function() for name, function in variants.items()}
+    times = benchlib.interleaved(variants, args.repeats, warmup=0 if args.quick else 1, device=args.device,
+                                 progress=f"layout, {n_molecules} molecules")
+    medians = {name: benchlib.median(values) for name, values in times.items()}
+    reference = results[LAYOUTS[-1]].forces
+    difference = max(float((results[name].forces - reference).abs().max() / reference.abs().max())
+                     for name in LAYOUTS[:-1])
+    return [n_molecules, f"{grouped.n_tokens} / {single_tokens}", len(grouped.groups),
+            *[benchlib.milliseconds(medians[name]) for name in LAYOUTS],
+            f"{medians[LAYOUTS[0]] / medians[LAYOUTS[1]]:.3f}", f"{medians[LAYOUTS[1]] / medians[LAYOUTS[2]]:.3f}",
+            f"{difference:.1e}"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -214,6 +251,9 @@ TABLES = {
                    "averaged / loop", "target", "max |ΔF| / max |F|"]),
     "scaling": ("Raw evaluation (energy, forces, virial) against size (ms, median)",
                 ["molecules", "atoms", "time", "µs per atom", "time / time(reference)"]),
+    "layout": ("Raw evaluation: token layout and attention form (ms, median)",
+               ["molecules", "tokens grouped / one block", "groups", *LAYOUTS, "grouped / one block",
+                "log f / definition", "max |ΔF| / max |F|"]),
     "allocator": ("Raw evaluation with and without pet.allocator.retain_freed_memory (ms, median; "
                   "one process per round and setting)",
                   ["molecules", "freed memory kept", "glibc default", "kept / default",
@@ -269,6 +309,8 @@ def run() -> int:
             note = f"\n(reference: {reference} molecules)"
         elif part == "memory":
             rows = [row for n in sizes[part] for row in memory_part(args, n, budgets)]
+        elif part == "layout":
+            rows = [layout_part(args, model, n) for n in sizes[part]]
         else:
             rows = [allocator_part(args, n) for n in sizes[part]]
         print(f"\n{title}:\n\n{benchlib.table(headers, rows)}{note}", flush=True)

@@ -7,20 +7,7 @@ import torch
 from pet import PET, PETHypers
 from pet.compute import compute
 from pet.neighbors import build_graph
-from pet.transformer import CutoffAttention
-
-
-def reference_attention(module: CutoffAttention, tokens, key_weights):
-    """DESIGN.md section 3 literally: softmax, multiply each weight by f of its key, renormalise."""
-    n_seq, n_tok, d_model = tokens.shape
-    qkv = module.qkv(tokens).view(n_seq, n_tok, 3, module.n_heads, module.head_dim)
-    q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-    logits = (q @ k.transpose(-1, -2)) * module.head_dim**-0.5
-    weights = key_weights[:, None, None, :]
-    logits = logits.masked_fill(weights == 0, float("-inf"))
-    attention = torch.softmax(logits, dim=-1) * weights
-    attention = attention / attention.sum(dim=-1, keepdim=True)
-    return module.out((attention @ v).transpose(1, 2).reshape(n_seq, n_tok, d_model))
+from pet.transformer import CutoffAttention, definition_attention
 
 
 def attention_inputs():
@@ -37,7 +24,7 @@ def attention_inputs():
 def test_attention_equals_its_definition_with_first_and_second_derivatives():
     module, tokens, key_weights = attention_inputs()
     results = []
-    for function in (module, lambda t, w: reference_attention(module, t, w)):
+    for function in (module, lambda t, w: definition_attention(module, t, w)):
         output = function(tokens, key_weights)
         first = torch.autograd.grad((output**2).sum(), [tokens, key_weights], create_graph=True)
         # what training on forces needs: the parameters' gradient of a loss on first derivatives

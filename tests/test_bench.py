@@ -63,6 +63,8 @@ def test_model_benchmarks_run_and_the_average_equals_the_loop(monkeypatch, capsy
     assert all(float(row[-1]) < 1e-4 for row in averaging[:2])  # max |ΔF| / max |F|, float32
     scaling = rows(output, "1")
     assert scaling and float(scaling[0][2]) > 0
+    layouts = [row for row in rows(output, "4") if " / " in row[1]]
+    assert len(layouts) == 1 and float(layouts[0][-1]) < 1e-4  # the layouts and attentions agree
     memory = [row for row in rows(output, "4") if row[2].endswith("MB")]
     budget, measured = float(memory[0][2].split()[0]), float(memory[0][6])
     assert 0 < measured <= budget
