@@ -56,9 +56,9 @@ def token_layout(slots: torch.Tensor, n_edges: int) -> TokenLayout:
 
     spans = []  # (first, stop, width) over the sorted atoms; equal widths merged
     for first, stop in zip(bounds[:-1], bounds[1:]):
-        group_width = sorted_counts[stop - 1] if stop > first else None
-        if group_width is None:
+        if stop == first:
             continue
+        group_width = sorted_counts[stop - 1]
         if spans and spans[-1][2] == group_width:
             spans[-1] = (spans[-1][0], stop, group_width)
         else:

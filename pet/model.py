@@ -89,7 +89,7 @@ class PET(nn.Module):
     def forward(self, vectors: torch.Tensor, graph: Graph) -> torch.Tensor:
         """Atomic energies (K, N) in eV from edge vectors ``vectors`` (K, E, 3) in Å."""
         n_copies, n_edges, _ = vectors.shape
-        n_atoms, width = graph.slots.shape
+        n_atoms = graph.n_atoms
         species = self.species_index(graph.numbers)
         distances = vectors.norm(dim=-1)
         cutoff = smooth_cutoff(distances, self.hypers.cutoff, self.hypers.cutoff_width)
