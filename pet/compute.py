@@ -12,7 +12,6 @@ from typing import Optional
 
 import torch
 
-from .layout import token_layout
 from .model import PET
 from .neighbors import Graph
 
@@ -53,8 +52,8 @@ def rotate_edges(vectors: torch.Tensor, rotations: torch.Tensor, graph: Graph) -
 
 def tokens_per_copy(graph: Graph) -> int:
     """Tokens of one copy of ``graph`` in the transformer (central and edge tokens and the padding
-    of :func:`pet.layout.token_layout`: about atoms × (mean neighbour count + 2))."""
-    return token_layout(graph.slots, graph.n_edges).n_tokens
+    of :attr:`Graph.layout`: about atoms × (mean neighbour count + 2))."""
+    return graph.layout.n_tokens
 
 
 TOKENS_PER_CHUNK = 8192

@@ -14,7 +14,6 @@ from torch import nn
 
 from .cutoff import smooth_cutoff
 from .hypers import PETHypers
-from .layout import token_layout
 from .neighbors import Graph
 from .transformer import Transformer
 
@@ -97,7 +96,7 @@ class PET(nn.Module):
 
         if n_atoms == 0:
             return vectors.new_zeros(n_copies, 0)
-        layout = token_layout(graph.slots, n_edges)
+        layout = graph.layout
 
         def arrange(central: torch.Tensor, edge_values: torch.Tensor) -> torch.Tensor:
             """Central (K, N, C) and edge (K, E, C) values into the token tensor (K, T, C), zeros in padding."""

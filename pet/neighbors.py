@@ -2,16 +2,20 @@
 
 A :class:`Graph` holds one or several structures concatenated: atoms, directed edges i → j with
 |r_ij| < R_c (r_ij = r_j - r_i + shift · cell, periodic images included), the slot of every
-edge in its centre's padded neighbour row, and the index of every edge's reverse j → i.
-Rotations leave all of this unchanged, so one graph serves every rotated copy of a structure.
+edge in its centre's padded neighbour row, the index of every edge's reverse j → i, and (built
+on first use, then kept) the transformer's token layout. Rotations leave all of this unchanged,
+so one graph serves every rotated copy of a structure and every model call at its positions.
 """
 
 from dataclasses import dataclass, fields, replace
+from functools import cached_property
 from typing import Sequence
 
 import numpy as np
 import torch
 import vesin
+
+from .layout import TokenLayout, token_layout
 
 
 @dataclass
@@ -49,6 +53,12 @@ class Graph:
     @property
     def n_structures(self) -> int:
         return self.cells.shape[0]
+
+    @cached_property
+    def layout(self) -> TokenLayout:
+        """The token layout of the transformer (:func:`pet.layout.token_layout`), built on first
+        use and kept: every chunk of rotated copies and every channel at these positions shares it."""
+        return token_layout(self.slots, self.n_edges)
 
     def to(self, device=None, dtype=None) -> "Graph":
         """The same graph on ``device`` with floating tensors in ``dtype``."""

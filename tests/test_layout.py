@@ -36,13 +36,18 @@ def test_every_token_is_where_the_layout_says(data_dir):
 def test_grouped_layout_gives_the_single_block_results(monkeypatch):
     torch.manual_seed(0)
     model = PET(PETHypers(n_gnn=2, d_pet=16, n_tl=1, n_heads=2, d_feedforward=32, d_head=16), [1, 8]).double()
-    graph = graph_from_atoms(water_box(64, seed=1), model.hypers.cutoff).to(dtype=torch.float64)
+    def graph():  # a new graph each time: a graph keeps the layout it built first
+        return graph_from_atoms(water_box(64, seed=1), model.hypers.cutoff).to(dtype=torch.float64)
+
     rotations = torch.linalg.qr(torch.randn(3, 3, 3, dtype=torch.float64))[0]
     weights = torch.full((3,), 1 / 3, dtype=torch.float64)
-    grouped = compute(model, graph, rotations, weights)
-    assert len(layout.token_layout(graph.slots, graph.n_edges).groups) == 3
+    grouped_graph = graph()
+    grouped = compute(model, grouped_graph, rotations, weights)
+    assert len(grouped_graph.layout.groups) == 3
     monkeypatch.setattr(layout, "MAX_GROUPS", 1)
-    single = compute(model, graph, rotations, weights)
+    single_graph = graph()
+    single = compute(model, single_graph, rotations, weights)
+    assert len(single_graph.layout.groups) == 1
     for name in ("energy", "energies", "forces", "virial"):
         torch.testing.assert_close(getattr(grouped, name), getattr(single, name), rtol=1e-10, atol=1e-12, msg=name)
 
@@ -52,3 +57,25 @@ def test_atoms_without_neighbours_and_small_structures():
     tokens = layout.token_layout(slots, 3)
     assert tokens.groups == [(0, 3, 2)]  # fewer than ATOMS_PER_GROUP atoms: one group
     assert torch.equal(tokens.source[tokens.token_of_edge], torch.tensor([3, 4, 5]))
+
+
+def test_a_graph_builds_its_layout_once(monkeypatch):
+    """Every chunk of rotated copies, the chunk size and the graph on another dtype: one build per graph."""
+    import pet.neighbors
+
+    builds = []
+
+    def counting(slots, n_edges):
+        builds.append(n_edges)
+        return layout.token_layout(slots, n_edges)
+
+    monkeypatch.setattr(pet.neighbors, "token_layout", counting)
+    model = PET(PETHypers(n_gnn=1, d_pet=16, n_tl=1, n_heads=2, d_feedforward=32, d_head=16), [1, 8])
+    graph = graph_from_atoms(water_box(8, seed=2), model.hypers.cutoff).to(dtype=torch.float32)
+    rotations = torch.linalg.qr(torch.randn(6, 3, 3))[0]
+    compute(model, graph, rotations, torch.full((6,), 1 / 6), chunk_size=2)  # three chunks
+    compute(model, graph, rotations, torch.full((6,), 1 / 6))  # automatic chunk size
+    assert builds == [graph.n_edges]
+    assert graph.layout is graph.layout
+    other = graph.to(dtype=torch.float64)
+    assert torch.equal(other.layout.source, graph.layout.source) and len(builds) == 2
