@@ -45,6 +45,7 @@ class Worker(threading.Thread):
         self.events = events
         self.connection: Optional[Connection] = None
         self.stopping = False
+        self.connected_seconds = 0.0
 
     def run(self) -> None:
         ending, failure = None, None
@@ -54,7 +55,11 @@ class Worker(threading.Thread):
             if self.stopping:
                 self.connection.stop_sending()
             log.info("%s: connected, serving channel %s", self.task.address, self.task.channel.mode)
-            ending = serve(self.connection, self.task.channel, self.species)
+            connected = time.perf_counter()
+            try:
+                ending = serve(self.connection, self.task.channel, self.species)
+            finally:
+                self.connected_seconds = time.perf_counter() - connected
         except BaseException as error:  # reported to the main thread, which decides
             failure = error
         finally:
@@ -67,6 +72,15 @@ class Worker(threading.Thread):
         self.stopping = True
         if self.connection is not None:
             self.connection.stop_sending()
+
+
+def report(worker: Worker) -> None:
+    """Log what ``worker``'s channel did on its socket (at the end of the socket)."""
+    channel = worker.task.channel
+    per_structure = 1000 * channel.seconds / max(channel.structures, 1)
+    log.info("channel %s on %s: %d requests, %d structures, %.3f s in the model (%.1f ms per "
+             "structure), %.3f s connected", channel.mode, worker.task.address, channel.requests,
+             channel.structures, channel.seconds, per_structure, worker.connected_seconds)
 
 
 def describe(error: BaseException) -> str:
@@ -83,6 +97,7 @@ def run(tasks: List[Task], species: Species, timeout: float = 60.0, retry: bool 
     for worker in workers:
         worker.start()
     status, stopping, remaining = 0, False, len(workers)
+    reported = set()
     deadline = None  # once stopping: how long to wait for the other workers
     try:
         while remaining:
@@ -94,6 +109,8 @@ def run(tasks: List[Task], species: Species, timeout: float = 60.0, retry: bool 
                     break
                 continue
             remaining -= 1
+            report(worker)
+            reported.add(worker)
             where = f"{worker.task.address} ({worker.task.channel.mode})"
             if error is not None:
                 if stopping:
@@ -114,10 +131,8 @@ def run(tasks: List[Task], species: Species, timeout: float = 60.0, retry: bool 
             worker.stop()
         for worker in workers:
             worker.join(STOP_SECONDS / len(workers))
+        for worker in workers:
+            if worker not in reported:
+                report(worker)
         status = 130
-    for task in tasks:
-        channel = task.channel
-        per_structure = 1000 * channel.seconds / max(channel.structures, 1)
-        log.info("channel %s on %s: %d requests, %d structures, %.1f ms per structure in the model",
-                 channel.mode, task.address, channel.requests, channel.structures, per_structure)
     return status

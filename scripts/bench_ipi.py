@@ -16,15 +16,17 @@ i-PI computes the start forces before the clock starts (connection, INIT).
   against the average over its own grid computed in this process.
 - ``mts``: time per inner step (0.5 fs) of NVE runs: raw only, 2i only, and MTS (raw every inner
   step, 2i − raw every 10: outer step 5 fs, ``<nmts>[1, 10]</nmts>``).
-- ``overhead``: raw NVE steps as i-PI sees them against the model's own evaluation (``compute``
-  on a ready graph) and pet-driver's channel (neighbour list, checks, conversions, model) in this
-  process.
+- ``overhead``: raw NVE steps as i-PI sees them against the time pet-driver spent in the model for
+  the same steps (it logs that when a socket ends), and pet-driver's channel called in this process
+  against its own model time in the same call (neighbour list, checks, conversions): differences
+  taken round by round, so that a load that changes during the run cancels out.
 
     python scripts/bench_ipi.py                          # all parts, default sizes
     python scripts/bench_ipi.py --part rotations --molecules 1 64 --repeats 5
     python scripts/bench_ipi.py --part mts overhead --size paper --molecules 64
 """
 
+import re
 import sys
 import time
 
@@ -164,36 +166,51 @@ def mts_part(bench, args, model, n_molecules, address):
 # part 4: driver overhead
 
 def overhead_part(bench, args, model, n_molecules, address):
+    """Per round, paired: an i-PI step against the model time the driver logged for the same
+    steps, and pet-driver's channel in-process against its own model time in the same call."""
     structure = benchlib.structure(n_molecules)
     atoms = benchlib.ipi_frame(structure)  # as the driver sees it
-    parameter = next(model.parameters())
-    graph = graph_from_atoms(atoms, model.hypers.cutoff).to(parameter.device, parameter.dtype)
     channel = Channel(model, "raw")
     rng = np.random.default_rng(2)
 
     def through_ipi(round_index):
-        simulation = bench.simulation(socket("raw", address(round_index, "raw")), '<force forcefield="raw"/>',
-                                      structure)
+        name = address(round_index, "raw")
+        simulation = bench.simulation(socket("raw", name), '<force forcefield="raw"/>', structure)
         prime(simulation)
         seconds, _ = timed(lambda: benchlib.advance(simulation, OVERHEAD_STEPS))
         bench.close_simulation(simulation)
-        return seconds
+        requests, in_model = driver_report(bench, name)
+        return seconds / OVERHEAD_STEPS, in_model / requests
 
     def through_channel(round_index):  # new positions every call: no reuse of the last raw result
         positions = atoms.positions + rng.normal(scale=1e-3, size=atoms.positions.shape)
         structures = [Structure(positions, np.asarray(atoms.cell))]
-        return timed(lambda: channel.evaluate(atoms.numbers, structures))[0]
+        before = channel.seconds
+        seconds, _ = timed(lambda: channel.evaluate(atoms.numbers, structures))
+        return seconds, channel.seconds - before
 
-    variants = {"i-PI step": through_ipi, "pet-driver channel": through_channel,
-                "model": lambda round_index: timed(lambda: compute(model, graph))[0]}
-    times = rounds(bench, args, f"overhead, {n_molecules} molecules", variants)
-    step = benchlib.median(times["i-PI step"]) / OVERHEAD_STEPS
-    in_channel = benchlib.median(times["pet-driver channel"])
-    model_time = benchlib.median(times["model"])
-    return [n_molecules, benchlib.milliseconds(step), benchlib.milliseconds(in_channel),
-            benchlib.milliseconds(model_time), benchlib.milliseconds(step - model_time),
-            f"{100 * (step - model_time) / model_time:.1f}",
-            benchlib.milliseconds(in_channel - model_time), benchlib.milliseconds(step - in_channel)]
+    times = rounds(bench, args, f"overhead, {n_molecules} molecules",
+                   {"i-PI step": through_ipi, "channel": through_channel})
+    step = benchlib.median([total for total, _ in times["i-PI step"]])
+    model_time = benchlib.median([in_model for _, in_model in times["i-PI step"]])
+    overhead = benchlib.median([total - in_model for total, in_model in times["i-PI step"]])
+    own_work = benchlib.median([total - in_model for total, in_model in times["channel"]])
+    return [n_molecules, benchlib.milliseconds(step), benchlib.milliseconds(model_time),
+            benchlib.milliseconds(overhead), f"{100 * overhead / model_time:.1f}",
+            benchlib.milliseconds(own_work), benchlib.milliseconds(overhead - own_work)]
+
+
+def driver_report(bench, address: str, wait: float = 30.0):
+    """(requests, seconds in the model) that pet-driver logged when the socket ``address`` ended."""
+    pattern = re.compile(rf"channel \S+ on unix:{re.escape(address)}: (\d+) requests, \d+ structures, "
+                         r"([0-9.]+) s in the model")
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        found = pattern.search((bench.folder / "driver.log").read_text(errors="replace"))
+        if found:
+            return int(found.group(1)), float(found.group(2))
+        time.sleep(0.05)
+    raise benchlib.BenchError(f"pet-driver did not report on the socket {address} within {wait:.0f} s")
 
 
 def prime(simulation) -> None:
@@ -235,8 +252,8 @@ TABLES = {
             ["molecules", "raw", "2i", "MTS (raw + 2i every 10)", "MTS / raw", "MTS / (raw + 2i/10)"]),
     "overhead": (f"Raw evaluation: per MD step as i-PI sees it against the model (ms, median; "
                  f"i-PI blocks of {OVERHEAD_STEPS} steps)",
-                 ["molecules", "i-PI step", "pet-driver channel in-process", "model (compute)",
-                  "overhead = step - model", "overhead % of model", "of which neighbour list, checks",
+                 ["molecules", "i-PI step", "model (in the driver, same steps)", "overhead = step - model",
+                  "overhead % of model", "of which the channel's own work (neighbour list, checks)",
                   "of which i-PI + socket"]),
 }
 

@@ -88,9 +88,12 @@ def socket(name, address, mode="unix", port=None, options=""):
 
 
 def requests_answered(driver_log: str) -> dict:
-    """channel → (requests, structures) from the driver's closing report."""
-    found = re.findall(r"channel (\S+) on \S+: (\d+) requests, (\d+) structures", driver_log)
-    return {mode: (int(r), int(s)) for mode, r, s in found}
+    """channel → (requests, structures) from the line the driver logs as each socket ends (which
+    also gives the seconds in the model and connected: the model's share cannot exceed the whole)."""
+    found = re.findall(r"channel (\S+) on \S+: (\d+) requests, (\d+) structures, ([0-9.]+) s in the model "
+                       r"\([0-9.]+ ms per structure\), ([0-9.]+) s connected", driver_log)
+    assert all(float(model) <= float(connected) for *_, model, connected in found)
+    return {mode: (int(r), int(s)) for mode, r, s, _, _ in found}
 
 
 def relative_error(actual, reference) -> float:
