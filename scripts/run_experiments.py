@@ -6,7 +6,9 @@
 
 Runs go to ``runs/experiments/<experiment>/<variant>/`` (i-PI's outputs, pet-run's logs), the
 results of ``pet-analyze`` to ``docs/results/<experiment>/<variant>-<analysis>.{png,json}``, and
-the wall time of every step to ``docs/results/timings.json``. ``--quick`` runs a few steps of each
+for each experiment its provenance to ``docs/results/<experiment>/timings.json`` (the model's path
+and SHA-256, the steps of every run, the wall time of every step). ``--scale X`` multiplies the
+length of every run by X (``--scale 8``: gas-nvt runs of 4 ps instead of 0.5). ``--quick`` runs a few steps of each
 (to check the whole chain, e.g. with a tiny random model) into ``runs/experiments-quick/`` and
 writes its results there too, never into docs/results.
 
@@ -19,6 +21,7 @@ hold the lengths for a real study (GPU or HPC, scripts/hpc/).
 """
 
 import argparse
+import hashlib
 import json
 import subprocess
 import sys
@@ -151,6 +154,15 @@ def timed(command: List[str], label: str, timings: dict) -> bool:
     return status == 0
 
 
+def steps_of(run: Run, quick: bool, scale: float) -> int:
+    """Steps of ``run``: its quick length, or its full length times ``scale`` (at least 1)."""
+    return run.quick if quick else max(1, round(run.steps * scale))
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -159,6 +171,8 @@ def main(argv=None) -> int:
                         help=f"which to run (default all: {' '.join(EXPERIMENTS)})")
     parser.add_argument("--model", help="PET checkpoint (default: $PET_IPI_MODEL or the shipped model)")
     parser.add_argument("--quick", action="store_true", help="a few steps per run, results under runs/")
+    parser.add_argument("--scale", type=float, default=1.0, metavar="X",
+                        help="multiply the length of every run by X (default 1: laptop scale, ~25-30 min in all)")
     parser.add_argument("--analyze-only", action="store_true", help="only the analyses, of runs already done")
     parser.add_argument("--runs", help="where the runs go (default runs/experiments[-quick])")
     parser.add_argument("--results", help="where the analyses go (default docs/results, "
@@ -170,6 +184,10 @@ def main(argv=None) -> int:
     unknown = [name for name in args.experiments if name not in EXPERIMENTS]
     if unknown:
         parser.error(f"unknown experiment(s) {', '.join(unknown)}: choose from {', '.join(EXPERIMENTS)}")
+    if not args.scale > 0:
+        parser.error(f"--scale must be positive, got {args.scale}")
+    if args.quick and args.scale != 1.0:
+        parser.error("--quick and --scale exclude each other")
     model = Path(args.model or default_model_path()).resolve()
     if not model.is_file():
         print(f"run_experiments: no model at {model} (give one with --model or $PET_IPI_MODEL)", file=sys.stderr)
@@ -177,28 +195,37 @@ def main(argv=None) -> int:
     shared = shared_data_dir()
     runs_dir = Path(args.runs or REPO / "runs" / ("experiments-quick" if args.quick else "experiments")).resolve()
     results = Path(args.results or (runs_dir / "results" if args.quick else REPO / "docs" / "results")).resolve()
-    timings, failed = {}, []
+    total, failed = 0.0, []
     for experiment in args.experiments:
-        ok = True
+        timings, steps, ok = {}, {}, True
         for run in [] if args.analyze_only else runs_of(experiment, runs_dir):
+            steps[run.name] = steps_of(run, args.quick, args.scale)
             command = [str(BIN / "pet-run"), str(REPO / "inputs" / run.folder), "--run-dir",
                        str(runs_dir / experiment / run.name), "--model", str(model), "--dtype", run.dtype,
-                       "--steps", str(run.quick if args.quick else run.steps)] + run.options
+                       "--steps", str(steps[run.name])] + run.options
             if not timed(command, f"{experiment}/{run.name}", timings):
                 ok = False
                 break
-        if not ok:
+        if ok:
+            (results / experiment).mkdir(parents=True, exist_ok=True)
+            for name, arguments in analyses_of(experiment, runs_dir, results, str(model), shared, args.quick):
+                if not timed([str(BIN / "pet-analyze")] + arguments, f"{experiment}/{name}", timings):
+                    failed.append(f"{experiment}/{name}")
+        else:
             failed.append(experiment)
-            continue
+        total += sum(timings.values())
         (results / experiment).mkdir(parents=True, exist_ok=True)
-        for name, arguments in analyses_of(experiment, runs_dir, results, str(model), shared, args.quick):
-            if not timed([str(BIN / "pet-analyze")] + arguments, f"{experiment}/{name}", timings):
-                failed.append(f"{experiment}/{name}")
-    timings["total"] = round(sum(timings.values()), 1)
-    results.mkdir(parents=True, exist_ok=True)
-    report = {"model": str(model), "quick": args.quick, "seconds": timings, "failed": failed}
-    (results / "timings.json").write_text(json.dumps(report, indent=1) + "\n")
-    print(f"run_experiments: {timings['total']:.0f} s in all; results in {results}"
+        path = results / experiment / "timings.json"
+        if args.analyze_only and path.is_file():  # keep the record of the runs analysed
+            report = json.loads(path.read_text())
+            report["seconds"].update(timings)
+        else:
+            shown = model.relative_to(REPO) if model.is_relative_to(REPO) else model
+            report = {"model": str(shown), "model_sha256": sha256_of(model), "quick": args.quick,
+                      "scale": args.scale, "steps": steps, "seconds": timings}
+        report["failed"] = [name for name in failed if name.split("/")[0] == experiment]
+        path.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"run_experiments: {total:.0f} s in all; results in {results}"
           + (f"; FAILED: {', '.join(failed)}" if failed else ""), flush=True)
     return 1 if failed else 0
 
