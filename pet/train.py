@@ -8,10 +8,13 @@ early stopping, periodic checkpoints and automatic resume from ``OUTPUT/last.pt`
 ``force_only_epochs``: train on forces alone for that many epochs first; with the energy term
 from the start, a small model stays for epochs on a plateau where it predicts zero forces.
 Optional: a symmetry-consistency term penalising the difference of predictions for two random
-rotations of the same structure (``symmetry_weight``, off by default).
+rotations of the same structure (``symmetry_weight``, off by default); an exponential moving
+average of the weights (``ema_decay``, off by default), which is then what is validated and saved
+as best.pt (last.pt keeps the optimiser's weights and the average, to resume).
 """
 
 import argparse
+import contextlib
 import json
 import logging
 import math
@@ -41,7 +44,7 @@ DEFAULTS = {
         "final_lr_ratio": 1e-3, "energy_weight": 0.01, "force_weight": 1.0, "force_only_epochs": 0,
         "augment": True,
         "symmetry_weight": 0.0, "patience": None, "seed": 0, "device": "cpu", "dtype": "float32",
-        "threads": None, "validate_every": 1, "max_hours": None, "init_from": None,
+        "threads": None, "validate_every": 1, "max_hours": None, "init_from": None, "ema_decay": None,
     },
     "output": "runs/train",
 }
@@ -90,7 +93,50 @@ def merge_config(user: dict, source: str = "config") -> dict:
         PETHypers.from_dict(config["model"])
     except (TypeError, ValueError) as error:
         raise ConfigError(f"{source}: model: {error}") from None
+    decay = config["training"]["ema_decay"]
+    if decay is not None and not (isinstance(decay, (int, float)) and 0.0 <= decay < 1.0):
+        raise ConfigError(f"{source}: training: ema_decay must be null (off) or a number in [0, 1), "
+                          f"got {decay!r}")
     return config
+
+
+class WeightAverage:
+    """Exponential moving average of a model's parameters: after each optimiser step
+    θ̄ ← d θ̄ + (1 - d) θ, for ``decay`` d (0.999: an average over the last ~1000 steps).
+
+    With batches of one structure the weights the optimiser ends at are noisy; their average
+    usually validates better. Use :meth:`applied` to validate or save with the average."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.model, self.decay = model, float(decay)
+        self.parameters = [p for p in model.parameters() if p.requires_grad]
+        self.average = [p.detach().clone() for p in self.parameters]
+
+    @torch.no_grad()
+    def update(self) -> None:
+        torch._foreach_lerp_(self.average, [p.detach() for p in self.parameters], 1.0 - self.decay)
+
+    @contextlib.contextmanager
+    def applied(self):
+        """The model holds the averaged weights inside the block, its own weights again after it."""
+        own = [p.detach().clone() for p in self.parameters]
+        with torch.no_grad():
+            for p, a in zip(self.parameters, self.average):
+                p.copy_(a)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for p, o in zip(self.parameters, own):
+                    p.copy_(o)
+
+    def state_dict(self) -> list:
+        return [a.clone() for a in self.average]
+
+    def load_state_dict(self, average: list) -> None:
+        with torch.no_grad():
+            for a, stored in zip(self.average, average):
+                a.copy_(stored)
 
 
 def fit_baseline(frames, species) -> np.ndarray:
@@ -218,6 +264,8 @@ class Trainer:
             anneal_strategy="cos", div_factor=25.0,
             final_div_factor=1.0 / (25.0 * train["final_lr_ratio"]),  # final lr = ratio × max lr
         )
+        decay = train["ema_decay"]
+        self.average = WeightAverage(self.model, decay) if decay is not None else None
         self.epoch, self.best, self.since_best, self.history = 0, math.inf, 0, []
         last = self.output / "last.pt"
         if last.is_file() and not restart:
@@ -255,6 +303,8 @@ class Trainer:
         meta = stored["metadata"]
         self.epoch, self.best, self.history = meta["epoch"], meta["best_validation_force_mae"], meta["history"]
         self.since_best = stored["extra"]["since_best"]
+        if self.average is not None:
+            self.average.load_state_dict(stored["extra"]["weight_average"])
         log.info("resumed from %s at epoch %d (best validation force MAE %.2f meV/Å)",
                  path, self.epoch, self.best)
 
@@ -264,7 +314,13 @@ class Trainer:
             extra = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                      "rng": json.dumps(self.rng.bit_generator.state), "torch_rng": torch.get_rng_state(),
                      "since_best": self.since_best}
+            if self.average is not None:
+                extra["weight_average"] = self.average.state_dict()
         checkpoint.save(self.output / name, self.model, self._metadata(), self.split, extra)
+
+    def _validated_weights(self):
+        """The weights validated and saved as best.pt: the moving average if ``ema_decay`` is set."""
+        return self.average.applied() if self.average is not None else contextlib.nullcontext()
 
     def _loss(self, graph, energy, forces):
         train = self.config["training"]
@@ -308,6 +364,8 @@ class Trainer:
                 loss.backward()
                 self.optimizer.step()
                 self.scheduler.step()
+                if self.average is not None:
+                    self.average.update()
                 losses.append(float(loss.detach()))
                 if len(losses) % PROGRESS_EVERY == 0:
                     log.info("  epoch %d: %d/%d structures, mean loss of the last %d batches %.4g",
@@ -319,7 +377,9 @@ class Trainer:
                       "lr": self.scheduler.get_last_lr()[0]}
             improved = False
             if self.epoch % train["validate_every"] == 0 or self.epoch == train["epochs"]:
-                record.update({f"validation_{k}": v for k, v in evaluate_errors(self.model, self.validation_set).items()})
+                with self._validated_weights():
+                    errors = evaluate_errors(self.model, self.validation_set)
+                record.update({f"validation_{k}": v for k, v in errors.items()})
                 improved = record["validation_force_mae"] < self.best
                 if improved:
                     self.best, self.since_best = record["validation_force_mae"], 0
@@ -328,7 +388,8 @@ class Trainer:
             record["seconds"] = time.time() - epoch_start
             self.history.append(record)
             if improved:  # after the history has this epoch, so that best.pt's history ends with it
-                self._save("best.pt")
+                with self._validated_weights():
+                    self._save("best.pt")
             log.info("epoch %4d  loss %.4g  val MAE E %.3f meV/atom  F %.2f meV/Å  lr %.2e  %.0f s",
                      self.epoch, record["loss"], record.get("validation_energy_mae", float("nan")),
                      record.get("validation_force_mae", float("nan")), record["lr"], record["seconds"])

@@ -150,6 +150,8 @@ def test_symmetry_weight_adds_a_consistency_term(frames_file, tmp_path):
     ("model: {n_gnn: 2\ndata: [1\n", "is not valid YAML"),
     ("data: 5\n", "'data' must be a mapping"),
     ("model: {d_pet: 15, n_heads: 2}\n", "model:"),
+    ("training: {ema_decay: 1.0}\n", "ema_decay must be null (off) or a number in [0, 1)"),
+    ("training: {ema_decay: fast}\n", "ema_decay must be null (off) or a number in [0, 1)"),
 ])
 def test_config_errors(tmp_path, capsys, text, message):
     path = tmp_path / "config.yaml"
@@ -228,3 +230,39 @@ def test_learning_curve_of_two_stages(frames_file, tmp_path, capsys):
     assert out.with_suffix(".png").stat().st_size > 10000
     assert script.main([str(tmp_path / "absent.pt"), "--out", str(out)]) == 2
     assert capsys.readouterr().err.startswith("plot_learning_curve.py: error: no checkpoint file")
+
+
+def test_weight_average_is_validated_saved_and_resumed(frames_file, tmp_path):
+    """ema_decay 0 averages nothing: the same run as without it. ema_decay 0.5: best.pt holds the
+    average (not the optimiser's weights, which last.pt keeps), and a resumed run matches one
+    that ran straight through."""
+    plain = Trainer(merge_config(make_config(frames_file, tmp_path / "plain", epochs=2)))
+    plain.run()
+    zero = Trainer(merge_config(make_config(frames_file, tmp_path / "zero", epochs=2, ema_decay=0.0)))
+    zero.run()
+    for a, b in zip(plain.history, zero.history):
+        assert a["validation_force_mae"] == pytest.approx(b["validation_force_mae"], rel=1e-6)
+
+    straight = Trainer(merge_config(make_config(frames_file, tmp_path / "straight", epochs=2, ema_decay=0.5)))
+    straight.run()
+    last = checkpoint.read(tmp_path / "straight" / "last.pt")
+    average = last["extra"]["weight_average"]
+    trainable = [name for name, p in straight.model.named_parameters()]
+    assert any(not torch.equal(last["state_dict"][name], a) for name, a in zip(trainable, average))
+    best = checkpoint.read(tmp_path / "straight" / "best.pt")
+    if best["metadata"]["epoch"] == 2:  # best at the end: best.pt holds the final average
+        for name, a in zip(trainable, average):
+            torch.testing.assert_close(best["state_dict"][name], a, rtol=0, atol=0, msg=name)
+    with straight.average.applied():  # the recorded validation error is that of the average
+        errors = evaluate_errors(straight.model, straight.validation_set)
+    assert errors["force_mae"] == pytest.approx(straight.history[-1]["validation_force_mae"], rel=1e-6)
+    assert straight.history[-1]["validation_force_mae"] != pytest.approx(
+        evaluate_errors(straight.model, straight.validation_set)["force_mae"], rel=1e-6)
+
+    stepwise = make_config(frames_file, tmp_path / "stepwise", epochs=2, ema_decay=0.5, max_hours=1e-9)
+    Trainer(merge_config(stepwise)).run()
+    resumed = Trainer(merge_config(stepwise))
+    assert resumed.epoch == 1
+    resumed.run()
+    np.testing.assert_allclose([r["validation_force_mae"] for r in resumed.history],
+                               [r["validation_force_mae"] for r in straight.history], rtol=1e-5)
