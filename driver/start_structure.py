@@ -6,7 +6,6 @@ has them (rows = lattice vectors); the frame i-PI is given is an extended XYZ fi
 ``<file mode="ase">``), which i-PI turns to its own orientation.
 """
 
-import warnings
 from pathlib import Path
 from typing import List
 
@@ -14,28 +13,9 @@ import ase.io
 import numpy as np
 from ase import Atoms
 
+from pet.data import is_ipi_xyz, read_ipi_xyz
+
 from .ipi_input import InputError
-
-
-def _is_ipi_xyz(path: Path) -> bool:
-    with open(path, errors="replace") as handle:
-        handle.readline()
-        return "CELL(" in handle.readline()
-
-
-def _read_ipi_xyz(path: Path) -> List[Atoms]:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from ipi.utils.io import iter_file
-        from ipi.utils.units import unit_to_user
-
-        frames = []
-        with open(path) as handle:
-            for frame in iter_file("xyz", handle, dimension="length"):
-                positions = unit_to_user("length", "angstrom", frame["atoms"].q.reshape(-1, 3))
-                cell = unit_to_user("length", "angstrom", frame["cell"].h.T)
-                frames.append(Atoms(frame["atoms"].names, positions=positions, cell=cell, pbc=True))
-    return frames
 
 
 def read_frames(path) -> List[Atoms]:
@@ -44,7 +24,7 @@ def read_frames(path) -> List[Atoms]:
     if not path.is_file():
         raise InputError(f"no structure file {path}")
     try:
-        frames = _read_ipi_xyz(path) if _is_ipi_xyz(path) else ase.io.read(path, ":")
+        frames = read_ipi_xyz(path) if is_ipi_xyz(path) else ase.io.read(path, ":")
     except Exception as error:  # ASE's and i-PI's readers raise many kinds on a malformed file
         raise InputError(f"cannot read the structure file {path} ({type(error).__name__}: {error})") from None
     if not frames:

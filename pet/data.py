@@ -9,11 +9,16 @@ SinglePointCalculator. Two sources:
   BingqingCheng/neural-network-potential-for-water-revPBE0-D3, in Bohr / Hartree with keys
   ``TotEnergy`` and ``force``: :func:`download_full_dataset` fetches it once, converts it to Å/eV
   and caches it in the user's cache directory.
+
+:func:`read_structures` also reads unlabelled structures: any ASE-readable file, and i-PI's own
+xyz trajectories (a ``# CELL(abcABC): ...`` comment line, units in the comment), read with i-PI's
+reader so that the cell and the units are right.
 """
 
 import gzip
 import os
 import shutil
+import warnings
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -88,14 +93,41 @@ def _read_extxyz_fast(path) -> List[Atoms]:
     return frames
 
 
+def is_ipi_xyz(path) -> bool:
+    """Whether ``path`` is an xyz file written by i-PI (its first comment line names the cell)."""
+    with open(path, errors="replace") as handle:
+        handle.readline()
+        return "CELL(" in handle.readline()
+
+
+def read_ipi_xyz(path) -> List[Atoms]:
+    """Every frame of an i-PI xyz trajectory: positions in Å, the cell as ASE has it (rows =
+    lattice vectors), periodic."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from ipi.utils.io import iter_file
+        from ipi.utils.units import unit_to_user
+
+        frames = []
+        with open(path) as handle:
+            for frame in iter_file("xyz", handle, dimension="length"):
+                positions = unit_to_user("length", "angstrom", frame["atoms"].q.reshape(-1, 3))
+                cell = unit_to_user("length", "angstrom", frame["cell"].h.T)
+                frames.append(Atoms(frame["atoms"].names, positions=positions, cell=cell, pbc=True))
+    return frames
+
+
 def read_structures(path) -> List[Atoms]:
-    """Every frame of an ASE-readable file in Å/eV, labelled or not: an energy (eV) and forces
-    (eV/Å) stored in the file are attached as a SinglePointCalculator, as far as they exist."""
+    """Every frame of an ASE-readable file in Å/eV or of an i-PI xyz trajectory, labelled or not:
+    an energy (eV) and forces (eV/Å) stored in the file are attached as a SinglePointCalculator,
+    as far as they exist."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"no data file at {path}")
     try:
-        if path.name.endswith((".xyz", ".extxyz", ".xyz.gz", ".extxyz.gz")):
+        if path.suffix == ".xyz" and is_ipi_xyz(path):
+            frames = read_ipi_xyz(path)
+        elif path.name.endswith((".xyz", ".extxyz", ".xyz.gz", ".extxyz.gz")):
             frames = _read_extxyz_fast(path)
         else:
             frames = read(path, index=":")

@@ -84,9 +84,27 @@ def labels(atoms):
             None if forces is None else np.asarray(forces, dtype=float))
 
 
+def parse_frame_slice(text: Optional[str]) -> slice:
+    """``START:STOP:STEP`` (Python's slice, any part may be empty; a single number K means K only)
+    as a slice; ValueError for anything else."""
+    if text is None:
+        return slice(None)
+    parts = text.split(":")
+    try:
+        values = [int(p) if p.strip() else None for p in parts]
+    except ValueError:
+        values = None
+    if values is None or len(parts) > 3 or (len(parts) == 3 and values[2] == 0):
+        raise ValueError(f"--frames {text!r}: use START:STOP:STEP (e.g. 100::50), with a non-zero step")
+    if len(parts) == 1:
+        return slice(values[0], None if values[0] == -1 else values[0] + 1)
+    return slice(*values)
+
+
 def select_frames(n_frames: int, split: dict, subset: str, max_frames: Optional[int],
-                  source: str) -> List[int]:
-    """Indices of the frames to evaluate: the checkpoint split's ``subset`` or all, at most ``max_frames``."""
+                  source: str, frames: slice = slice(None)) -> List[int]:
+    """Indices of the frames to evaluate: the checkpoint split's ``subset`` or all, then the
+    ``frames`` slice of those, at most ``max_frames``."""
     if subset == "all":
         indices = list(range(n_frames))
     else:
@@ -98,6 +116,9 @@ def select_frames(n_frames: int, split: dict, subset: str, max_frames: Optional[
         indices = [int(i) for i in split[subset]]
         if max(indices) >= n_frames:
             raise DataError(f"the '{subset}' split refers to frame {max(indices)}; {source} has {n_frames}")
+    indices = indices[frames]
+    if not indices:
+        raise DataError(f"--frames selects no frame of the {n_frames} in {source}")
     if max_frames is not None:
         indices = indices[:max_frames]
     return indices
@@ -267,6 +288,7 @@ def run(args) -> dict:
         raise ValueError(f"--max-frames must be at least 1, got {args.max_frames}")
     if args.chunk_size is not None and args.chunk_size < 1:
         raise ValueError(f"--chunk-size must be at least 1, got {args.chunk_size}")
+    frame_slice = parse_frame_slice(args.frames)
 
     model_path = Path(args.model) if args.model else default_model_path()
     stored = checkpoint.read(model_path)
@@ -282,7 +304,7 @@ def run(args) -> dict:
     else:
         data = default_dataset()
     structures = read_structures(data)
-    indices = select_frames(len(structures), split, subset, args.max_frames, str(data))
+    indices = select_frames(len(structures), split, subset, args.max_frames, str(data), frame_slice)
     structures = [structures[i] for i in indices]
     check_species(model, structures)
     n_labelled = sum(any(x is not None for x in labels(a)) for a in structures)
@@ -321,11 +343,14 @@ def main(argv=None) -> int:
         epilog="examples: pet-eval runs/small/best.pt;  pet-eval --data trajectory.xyz --grids raw,2i "
                "--out symmetry-md")
     parser.add_argument("model", nargs="?", help="checkpoint (default: $PET_IPI_MODEL or the shipped model)")
-    parser.add_argument("--data", help="any ASE-readable file (default: the data set of the "
-                        "checkpoint's split, else pet.data's default data set)")
+    parser.add_argument("--data", help="any ASE-readable file or i-PI xyz trajectory (default: the data "
+                        "set of the checkpoint's split, else pet.data's default data set)")
     parser.add_argument("--subset", choices=SUBSETS, help="frames of the checkpoint's split to "
                         "evaluate (default: test without --data, all with --data)")
-    parser.add_argument("--max-frames", type=int, help="evaluate at most this many frames")
+    parser.add_argument("--frames", metavar="START:STOP:STEP",
+                        help="a slice of the selected frames, e.g. 100::50 for every 50th from frame 100 "
+                             "of a trajectory (default: all)")
+    parser.add_argument("--max-frames", type=int, help="evaluate at most this many frames (after --frames)")
     parser.add_argument("--grids", default="raw,1,2,2i,3,3i",
                         help="modes whose symmetry error is computed, 'none' for none (default: %(default)s)")
     parser.add_argument("--reference", default="3i", help="reference grid of the symmetry error (default: %(default)s)")

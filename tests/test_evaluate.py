@@ -10,9 +10,11 @@ from ase.io import write
 
 from pet import checkpoint
 from pet.calculator import PETCalculator
-from pet.data import read_frames
-from pet.evaluate import ACCURACY_KEYS, REPORT_KEYS, SYMMETRY_KEYS, main
+from pet.data import read_frames, read_structures
+from pet.evaluate import ACCURACY_KEYS, REPORT_KEYS, SYMMETRY_KEYS, main, parse_frame_slice
 from pet.structures import water_box
+
+from ipi_outputs import write_ipi_xyz
 
 
 def _labelled(atoms, seed, energy=True, forces=True):
@@ -141,6 +143,8 @@ def test_cli_errors(tmp_path, tiny_checkpoint, labelled_file, data_dir, capsys):
         ([str(tiny_checkpoint), "--data", molecule, "--grids", "raw,2x"], "bad rotation grid"),
         ([str(tiny_checkpoint), "--data", molecule, "--reference", "0"], "bad rotation grid"),
         ([str(tiny_checkpoint), "--data", molecule, "--max-frames", "0"], "--max-frames"),
+        ([str(tiny_checkpoint), "--data", molecule, "--frames", "1:x"], "--frames"),
+        ([str(tiny_checkpoint), "--data", molecule, "--frames", "5:"], "--frames selects no frame"),
         ([str(tiny_checkpoint), "--data", str(labelled_file), "--subset", "test"], "records no data split"),
         ([str(tiny_checkpoint)], "records no data split"),
     ]
@@ -155,3 +159,38 @@ def test_cli_errors(tmp_path, tiny_checkpoint, labelled_file, data_dir, capsys):
     assert main([str(tiny_checkpoint), "--data", str(methane)]) == 2
     line = _error_line(capsys)
     assert "knows only H, O" in line and "C" in line
+
+
+def test_ipi_trajectory_and_a_slice_of_its_frames(tiny_checkpoint, tmp_path):
+    """An i-PI xyz trajectory of periodic boxes: read with its cell and in Å, every second frame
+    from frame 1 evaluated, the symmetry error that of PETCalculator on those frames."""
+    boxes = [water_box(3, seed=seed) for seed in range(4)]
+    path = write_ipi_xyz(tmp_path / "simulation.pos_0.xyz", boxes[0].get_chemical_symbols(),
+                         [b.positions for b in boxes], [np.asarray(b.cell) for b in boxes])
+    read_back = read_structures(path)
+    for atoms, box in zip(read_back, boxes):
+        np.testing.assert_allclose(atoms.positions, box.positions, atol=1e-8)
+        np.testing.assert_allclose(np.asarray(atoms.cell), np.asarray(box.cell), atol=1e-6)
+        assert atoms.pbc.all()
+    prefix = tmp_path / "traj"
+    assert main([str(tiny_checkpoint), "--data", str(path), "--frames", "1::2", "--grids", "raw",
+                 "--reference", "2i", "--out", str(prefix)]) == 0
+    report = json.loads(prefix.with_suffix(".json").read_text())
+    assert report["frame_indices"] == [1, 3]
+    differences = []
+    for index in (1, 3):
+        raw, averaged = read_back[index].copy(), read_back[index].copy()
+        raw.calc = PETCalculator(tiny_checkpoint, dtype="float64")
+        averaged.calc = PETCalculator(tiny_checkpoint, grid="2i", dtype="float64")
+        differences.append(raw.get_potential_energy() - averaged.get_potential_energy())
+    expected = 1000 * np.mean(np.abs(differences))
+    assert report["symmetry"]["grids"]["raw"]["energy_mae"] == pytest.approx(expected, rel=1e-6)
+
+
+def test_frame_slices():
+    assert parse_frame_slice(None) == slice(None)
+    assert parse_frame_slice("100::50") == slice(100, None, 50)
+    assert parse_frame_slice("-1") == slice(-1, None) and parse_frame_slice("5") == slice(5, 6)
+    for bad in ("a:b", "1:2:0", "1:2:3:4"):
+        with pytest.raises(ValueError, match="--frames"):
+            parse_frame_slice(bad)
