@@ -9,7 +9,8 @@ so that an isotropic distribution (an ideal gas, an invariant model) gives F = 0
 The 1D profiles are F(cos θ) = −ln(2 p(cos θ)) and F(φ) = −ln(2π p(φ)) of the marginals.
 Statistical errors come from block averages of the densities (σ_F = σ_p / p). The anisotropy
 statistic χ²/bin = mean over bins of (F/σ_F)² is about (B − 1)/(B − 3) for a flat surface and B
-blocks (each error is estimated from B − 1 degrees of freedom), and grows with any anisotropy.
+blocks (each error is estimated from B − 1 degrees of freedom), and grows with any anisotropy;
+it is given for the surface and for each profile, with each profile's span (max F − min F).
 """
 
 import numpy as np
@@ -58,11 +59,27 @@ def orientational_free_energy(axes: np.ndarray, n_cos: int, n_phi: int, n_blocks
                                        ("F_phi", whole[2], 1 / (2 * np.pi), 2)):
         error = mean_and_error([block[k] for block in blocks])[1]
         result[key], result[key + "_error"] = _free_energy(density, error, isotropic)
-    z = result["F"] / result["F_error"]
-    finite = np.isfinite(z)
-    result["chi2_per_bin_vs_flat"] = float(np.mean(z[finite] ** 2)) if finite.any() else None
+    result["chi2_per_bin_vs_flat"] = _chi2_per_bin(result["F"], result["F_error"])
+    result["chi2_per_bin_profiles"] = {name: _chi2_per_bin(result[key], result[key + "_error"])
+                                       for name, key in (("cos_theta", "F_cos_theta"), ("phi", "F_phi"))}
+    result["profile_span"] = {name: _span(result[key]) for name, key in (("cos_theta", "F_cos_theta"),
+                                                                         ("phi", "F_phi"))}
     result["empty_bins"] = int(np.sum(whole[0] == 0))
     return result
+
+
+def _chi2_per_bin(free_energy: np.ndarray, error: np.ndarray):
+    """Mean of (F/σ_F)² over the bins where both are finite (None if there are none)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = free_energy / error
+    finite = np.isfinite(z)
+    return float(np.mean(z[finite] ** 2)) if finite.any() else None
+
+
+def _span(free_energy: np.ndarray):
+    """max F − min F over the finite bins, k_B T (None if there are none)."""
+    finite = free_energy[np.isfinite(free_energy)]
+    return float(finite.max() - finite.min()) if finite.size else None
 
 
 def add_arguments(parser):

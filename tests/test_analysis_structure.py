@@ -66,6 +66,8 @@ def test_ideal_gas_has_flat_free_energy_and_g_of_r_one(tmp_path):
     F = json.loads((tmp_path / "F.json").read_text())
     assert F["n_samples"] == 400 * 24 and F["empty_bins"] == 0
     assert 0.6 < F["chi2_per_bin_vs_flat"] < 2.0  # expected (B − 1)/(B − 3) = 1.29 for B = 10 blocks
+    assert all(0.2 < chi2 < 3.0 for chi2 in F["chi2_per_bin_profiles"].values())
+    assert all(span < 0.2 for span in F["profile_span"].values())
     for key in ("F", "F_cos_theta", "F_phi"):
         z = np.array(F[key]) / np.array(F[key + "_error"])
         assert np.all(np.abs(z) < 5), key
@@ -106,6 +108,9 @@ def test_tilted_orientations_give_their_boltzmann_free_energy(tmp_path):
     shift = np.average(profile - expected, weights=error ** -2)
     assert np.all(np.abs(profile - expected - shift) < 4.5 * error)
     assert F["chi2_per_bin_vs_flat"] > 5  # clearly not flat
+    assert F["chi2_per_bin_profiles"]["cos_theta"] > 20
+    spread = expected.max() - expected.min()  # the span of the bin averages of a cos²θ
+    assert F["profile_span"]["cos_theta"] == pytest.approx(spread, abs=0.3)
 
 
 def test_simple_cubic_lattice_in_a_triclinic_cell(tmp_path):
