@@ -79,9 +79,13 @@ class Processes:
         self.started = []
 
     def start(self, command, log_name: str, cwd: Path = None, env=None) -> subprocess.Popen:
+        """``command`` in a session of its own, SIGINT at its default (as in a terminal: a test suite
+        started in the background by a shell inherits SIGINT ignored, and Python would then
+        ignore Ctrl-C instead of raising KeyboardInterrupt)."""
         log = open(self.folder / log_name, "w")
         process = subprocess.Popen(command, cwd=cwd or self.folder, stdout=log, stderr=subprocess.STDOUT,
-                                   start_new_session=True, env=env)
+                                   start_new_session=True, env=env,
+                                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         process.log_path = self.folder / log_name
         self.started.append((process, log))
         return process
