@@ -15,7 +15,9 @@ writes its results there too, never into docs/results.
 The lengths (outer steps; see each input folder's README.md) are chosen for 23-30 minutes in all
 on a 2-core CPU with a model of inputs/training/small.yaml's size (estimated from the step costs
 of a random model of that size): molecules in float64 (gas-nve, for energy conservation) or
-float32, the 64-molecule box and the ice cells in float32.
+float32, the 64-molecule box in float32, the ice cells in float64 (in float32, atomic energies of
+~-150 eV carry ~1e-5 eV of round-off each, ~1e-4 eV summed over a 288-atom cell, about i-PI's
+energy tolerance of 8e-5 eV for it: a float32 relaxation of cell 0 ran on at constant energy).
 They are far too short for converged numbers: they show what each analysis gives; the input folders
 hold the lengths for a real study (GPU or HPC, scripts/hpc/).
 """
@@ -74,8 +76,8 @@ def runs_of(experiment: str, runs_dir: Path) -> List[Run]:
         runs = []
         for k in ICE_CELLS:
             raw_minimum = runs_dir / experiment / f"cell{k}-raw" / "simulation.pos_0.xyz"
-            runs += [Run(f"cell{k}-raw", experiment, 1000, 2, 0.0, "float32", ["--frame", str(k), "--grid", "raw"]),
-                     Run(f"cell{k}-2i", experiment, 60, 2, 0.0, "float32",
+            runs += [Run(f"cell{k}-raw", experiment, 1000, 2, 0.0, "float64", ["--frame", str(k), "--grid", "raw"]),
+                     Run(f"cell{k}-2i", experiment, 60, 2, 0.0, "float64",
                          ["--structure", str(raw_minimum), "--frame", "-1"])]
         return runs
     raise ValueError(experiment)
