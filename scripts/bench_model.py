@@ -123,15 +123,20 @@ LAYOUTS = ("grouped, log f (the code)", "one block, log f", "one block, definiti
 
 def layout_part(args, model, n_molecules):
     graph = model_graph(model, n_molecules)
-    grouped = layout.token_layout(graph.slots, graph.n_edges)
+    grouped = graph.layout
     single_tokens = graph.n_atoms * (graph.slots.shape[1] + 1)
     fast_attention = transformer.CutoffAttention.forward
 
     def variant(max_groups, attention):
+        own = dataclasses.replace(graph)  # a graph keeps the layout it builds first: one per variant
+
         def evaluate():
             with mock.patch.object(layout, "MAX_GROUPS", max_groups), \
                     mock.patch.object(transformer.CutoffAttention, "forward", attention):
-                return compute(model, graph)
+                result = compute(model, own)
+            if len(own.layout.groups) > max_groups:
+                raise benchlib.BenchError(f"layout of {len(own.layout.groups)} groups, wanted {max_groups}")
+            return result
         return evaluate
 
     variants = dict(zip(LAYOUTS, (variant(layout.MAX_GROUPS, fast_attention), variant(1, fast_attention),
