@@ -108,7 +108,7 @@ class WeightAverage:
     usually validates better. Use :meth:`applied` to validate or save with the average."""
 
     def __init__(self, model: torch.nn.Module, decay: float):
-        self.model, self.decay = model, float(decay)
+        self.decay = float(decay)
         self.parameters = [p for p in model.parameters() if p.requires_grad]
         self.average = [p.detach().clone() for p in self.parameters]
 
