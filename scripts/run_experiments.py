@@ -202,8 +202,11 @@ def main(argv=None) -> int:
     runs_dir = Path(args.runs or REPO / "runs" / ("experiments-quick" if args.quick else "experiments")).resolve()
     results = Path(args.results or (runs_dir / "results" if args.quick else REPO / "docs" / "results")).resolve()
     total, failed = 0.0, []
+    shown = model.relative_to(REPO) if model.is_relative_to(REPO) else model
+    provenance = {"model": str(shown), "model_sha256": sha256_of(model), "quick": args.quick, "scale": args.scale}
     for experiment in args.experiments:
         timings, steps, ok = {}, {}, True
+        (results / experiment).mkdir(parents=True, exist_ok=True)
         for run in [] if args.analyze_only else runs_of(experiment, runs_dir):
             steps[run.name] = steps_of(run, args.quick, args.scale)
             command = [str(BIN / "pet-run"), str(REPO / "inputs" / run.folder), "--run-dir",
@@ -213,22 +216,18 @@ def main(argv=None) -> int:
                 ok = False
                 break
         if ok:
-            (results / experiment).mkdir(parents=True, exist_ok=True)
             for name, arguments in analyses_of(experiment, runs_dir, results, str(model), shared, args.quick):
                 if not timed([str(BIN / "pet-analyze")] + arguments, f"{experiment}/{name}", timings):
                     failed.append(f"{experiment}/{name}")
         else:
             failed.append(experiment)
         total += sum(timings.values())
-        (results / experiment).mkdir(parents=True, exist_ok=True)
         path = results / experiment / "timings.json"
         if args.analyze_only and path.is_file():  # keep the record of the runs analysed
             report = json.loads(path.read_text())
             report["seconds"].update(timings)
         else:
-            shown = model.relative_to(REPO) if model.is_relative_to(REPO) else model
-            report = {"model": str(shown), "model_sha256": sha256_of(model), "quick": args.quick,
-                      "scale": args.scale, "steps": steps, "seconds": timings}
+            report = {**provenance, "steps": steps, "seconds": timings}
         report["failed"] = [name for name in failed if name.split("/")[0] == experiment]
         path.write_text(json.dumps(report, indent=1) + "\n")
     print(f"run_experiments: {total:.0f} s in all; results in {results}"
