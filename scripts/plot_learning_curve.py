@@ -1,12 +1,18 @@
-"""Learning curve of one or more training stages: validation MAE of forces and energy per epoch.
+"""Learning curves: validation MAE of forces and energy per epoch, of training stages or of runs.
 
     python scripts/plot_learning_curve.py runs/small/last.pt runs/small-continue/last.pt \
         --out docs/results/learning-curve
+    python scripts/plot_learning_curve.py --compare runs/size-study/d32/last.pt \
+        runs/size-study/d64/last.pt runs/size-study/d128/last.pt --out docs/results/size-study
 
-Each CHECKPOINT is a ``pet-train`` checkpoint (``last.pt`` holds the whole history of its run);
-several are stages trained one after the other (``init_from``), and their epochs are counted on
-from the end of the stage before. Writes ``OUT.png`` (force MAE in meV/Å and energy MAE in
-meV/atom against the epoch, log scale, the learning rate beside) and ``OUT.json`` (the points).
+Each CHECKPOINT is a ``pet-train`` checkpoint (``last.pt`` holds the whole history of its run).
+By default they are stages trained one after the other (``init_from``), and their epochs are
+counted on from the end of the stage before. With ``--compare`` they are separate runs (a study of
+model size, say): each is a curve of its own from epoch 1, labelled with its width, depth and
+number of parameters, and a third panel sets the force MAE against the hours of training.
+``--labels`` names the series instead (comma-separated, one per checkpoint).
+Writes ``OUT.png`` (log scales, the learning rate beside the stages) and ``OUT.json`` (the points;
+force MAE in meV/Å, energy MAE in meV/atom, seconds per epoch, cumulative hours per series).
 """
 
 import argparse
@@ -22,62 +28,97 @@ import matplotlib.pyplot as plt  # noqa: E402
 from pet import checkpoint  # noqa: E402
 
 
-def curve(paths) -> list:
-    """Validated epochs of the stages in ``paths``, in order: dicts with ``stage``, ``epoch``
-    (counted over all stages), ``force_mae`` (meV/Å), ``energy_mae`` (meV/atom), ``lr``, ``seconds``."""
+def size_label(stored: dict) -> str:
+    """'d_PET 64, N_GNN 2, N_TL 1: 126k parameters' for a checkpoint dict."""
+    hypers = stored["hypers"]
+    parameters = sum(p.numel() for p in checkpoint.model_from_dict(stored).parameters())
+    return (f"d_PET {hypers['d_pet']}, N_GNN {hypers['n_gnn']}, N_TL {hypers['n_tl']}: "
+            f"{parameters / 1000:.0f}k parameters")
+
+
+def curve(paths, compare: bool = False, labels=None) -> list:
+    """Validated epochs of the checkpoints in ``paths``, in order: dicts with ``series`` (index
+    of the checkpoint), ``label``, ``checkpoint``, ``epoch`` (counted over the stages, or from 1
+    in each run with ``compare``), ``force_mae`` (meV/Å), ``energy_mae`` (meV/atom), ``lr``,
+    ``seconds`` (of that epoch) and ``hours`` (of training in its series up to that epoch).
+    ``labels``: one per path, instead of 'stage k' or the size."""
     points, offset = [], 0
-    for stage, path in enumerate(paths):
-        history = checkpoint.read(path)["metadata"].get("history") or []
+    for series, path in enumerate(paths):
+        stored = checkpoint.read(path)
+        history = stored["metadata"].get("history") or []
         if not history:
             raise checkpoint.CheckpointError(f"{path} holds no training history")
+        label = labels[series] if labels else size_label(stored) if compare else f"stage {series + 1}"
+        hours = 0.0
         for record in history:
+            hours += record["seconds"] / 3600
             if "validation_force_mae" in record:
-                points.append({"stage": stage, "checkpoint": str(path), "epoch": offset + record["epoch"],
-                               "force_mae": record["validation_force_mae"],
+                points.append({"series": series, "label": label, "checkpoint": str(path),
+                               "epoch": offset + record["epoch"], "force_mae": record["validation_force_mae"],
                                "energy_mae": record["validation_energy_mae"], "lr": record["lr"],
-                               "seconds": record["seconds"]})
-        offset += history[-1]["epoch"]
+                               "seconds": record["seconds"], "hours": hours})
+        if not compare:
+            offset += history[-1]["epoch"]
     return points
 
 
-def plot(points, path: Path) -> None:
-    figure, (forces, energies) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
-    for stage in sorted({p["stage"] for p in points}):
-        mine = [p for p in points if p["stage"] == stage]
-        epochs = [p["epoch"] for p in mine]
-        forces.plot(epochs, [p["force_mae"] for p in mine], "o-", label=f"stage {stage + 1}")
-        energies.plot(epochs, [p["energy_mae"] for p in mine], "o-", label=f"stage {stage + 1}")
-    for axis, label in ((forces, "validation force MAE (meV/Å)"), (energies, "validation energy MAE (meV/atom)")):
-        axis.set_xlabel("epoch")
-        axis.set_ylabel(label)
+def plot(points, path: Path, compare: bool = False) -> None:
+    panels = 3 if compare else 2
+    figure, axes = plt.subplots(1, panels, figsize=(5 * panels, 4), constrained_layout=True)
+    forces, energies = axes[0], axes[1]
+    for series in sorted({p["series"] for p in points}):
+        mine = [p for p in points if p["series"] == series]
+        epochs, label = [p["epoch"] for p in mine], mine[0]["label"]
+        forces.plot(epochs, [p["force_mae"] for p in mine], "o-", label=label)
+        energies.plot(epochs, [p["energy_mae"] for p in mine], "o-", label=label)
+        if compare:
+            axes[2].plot([p["hours"] for p in mine], [p["force_mae"] for p in mine], "o-", label=label)
+    panels = [(forces, "epoch", "validation force MAE (meV/Å)"),
+              (energies, "epoch", "validation energy MAE (meV/atom)")]
+    if compare:
+        panels.append((axes[2], "hours of training (one CPU core)", "validation force MAE (meV/Å)"))
+    for axis, xlabel, ylabel in panels:
+        axis.set_xlabel(xlabel)
+        axis.set_ylabel(ylabel)
         axis.set_yscale("log")
         axis.grid(alpha=0.3, which="both")
-        axis.legend(loc="upper right")
-    rate = forces.twinx()
-    rate.plot([p["epoch"] for p in points], [p["lr"] for p in points], ":", color="gray")
-    rate.set_ylabel("learning rate at the epoch's end", color="gray")
+        axis.legend(loc="upper right", fontsize="small")
+    if not compare:
+        rate = forces.twinx()
+        rate.plot([p["epoch"] for p in points], [p["lr"] for p in points], ":", color="gray")
+        rate.set_ylabel("learning rate at the epoch's end", color="gray")
     figure.savefig(path, dpi=120)
     plt.close(figure)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT", help="pet-train checkpoints, stage by stage")
+    parser.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT",
+                        help="pet-train checkpoints, stage by stage (or runs, with --compare)")
+    parser.add_argument("--compare", action="store_true",
+                        help="the checkpoints are separate runs to compare, not stages of one")
+    parser.add_argument("--labels", metavar="A,B,...", help="names of the series, one per checkpoint")
     parser.add_argument("--out", required=True, metavar="PREFIX", help="writes PREFIX.png and PREFIX.json")
     args = parser.parse_args(argv)
+    labels = args.labels.split(",") if args.labels else None
+    if labels and len(labels) != len(args.checkpoints):
+        parser.error(f"--labels names {len(labels)} series for {len(args.checkpoints)} checkpoints")
     try:
-        points = curve([Path(p) for p in args.checkpoints])
+        points = curve([Path(p) for p in args.checkpoints], args.compare, labels)
     except checkpoint.CheckpointError as error:
         print(f"plot_learning_curve.py: error: {error}", file=sys.stderr)
         return 2
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    plot(points, out.with_suffix(".png"))
-    units = {"force_mae": "meV/Å", "energy_mae": "meV/atom", "seconds": "s per epoch"}
+    plot(points, out.with_suffix(".png"), args.compare)
+    units = {"force_mae": "meV/Å", "energy_mae": "meV/atom", "seconds": "s per epoch",
+             "hours": "hours of training in the series"}
     out.with_suffix(".json").write_text(json.dumps({"units": units, "points": points}, indent=1) + "\n")
-    last = points[-1]
-    print(f"{len(points)} validated epochs; last: epoch {last['epoch']}, F {last['force_mae']:.1f} meV/Å, "
-          f"E {last['energy_mae']:.2f} meV/atom; wrote {out.with_suffix('.png')}")
+    for series in sorted({p["series"] for p in points}):
+        last = [p for p in points if p["series"] == series][-1]
+        print(f"{last['label']}: last validated epoch {last['epoch']}, F {last['force_mae']:.1f} meV/Å, "
+              f"E {last['energy_mae']:.2f} meV/atom, {last['hours']:.2f} h")
+    print(f"{len(points)} validated epochs; wrote {out.with_suffix('.png')}")
     return 0
 
 

@@ -225,9 +225,30 @@ def test_learning_curve_of_two_stages(frames_file, tmp_path, capsys):
     assert script.main([str(tmp_path / "first" / "last.pt"), str(tmp_path / "second" / "last.pt"),
                         "--out", str(out)]) == 0
     points = json.loads(out.with_suffix(".json").read_text())["points"]
-    assert [(p["stage"], p["epoch"]) for p in points] == [(0, 1), (0, 2), (1, 4), (1, 5)]
+    assert [(p["series"], p["epoch"]) for p in points] == [(0, 1), (0, 2), (1, 4), (1, 5)]
+    assert [p["label"] for p in points] == ["stage 1"] * 2 + ["stage 2"] * 2
     assert points[-1]["force_mae"] == trainer.history[-1]["validation_force_mae"]
     assert out.with_suffix(".png").stat().st_size > 10000
+
+    # --compare: separate runs, each from epoch 1, labelled by size, with cumulative hours
+    assert script.main(["--compare", str(tmp_path / "first" / "last.pt"), str(tmp_path / "second" / "last.pt"),
+                        "--out", str(out)]) == 0
+    points = json.loads(out.with_suffix(".json").read_text())["points"]
+    assert [(p["series"], p["epoch"]) for p in points] == [(0, 1), (0, 2), (1, 2), (1, 3)]
+    parameters = sum(p.numel() for p in trainer.model.parameters())
+    assert points[0]["label"] == (f"d_PET {TINY_MODEL['d_pet']}, N_GNN {TINY_MODEL['n_gnn']}, "
+                                  f"N_TL {TINY_MODEL['n_tl']}: {parameters / 1000:.0f}k parameters")
+    seconds = [record["seconds"] for record in trainer.history]
+    assert points[-1]["hours"] == pytest.approx(sum(seconds) / 3600)
+    assert points[-2]["hours"] == pytest.approx(sum(seconds[:2]) / 3600)
+    assert f"{points[-1]['label']}: last validated epoch 3" in capsys.readouterr().out
+    assert script.main([str(tmp_path / "first" / "last.pt"), str(tmp_path / "second" / "last.pt"),
+                        "--labels", "stage 2,stage 3", "--out", str(out)]) == 0
+    points = json.loads(out.with_suffix(".json").read_text())["points"]
+    assert [p["label"] for p in points] == ["stage 2"] * 2 + ["stage 3"] * 2
+    with pytest.raises(SystemExit):
+        script.main([str(tmp_path / "first" / "last.pt"), "--labels", "a,b", "--out", str(out)])
+    assert "--labels names 2 series for 1 checkpoints" in capsys.readouterr().err
     assert script.main([str(tmp_path / "absent.pt"), "--out", str(out)]) == 2
     assert capsys.readouterr().err.startswith("plot_learning_curve.py: error: no checkpoint file")
 
