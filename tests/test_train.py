@@ -16,11 +16,12 @@ from pet import checkpoint
 from pet.data import split_indices
 from pet.evaluate import main as evaluate_main
 from pet.compute import compute
-from pet.train import Trainer, evaluate_errors, main, merge_config, refit_baseline
+from pet.train import Trainer, evaluate_errors, load_config, main, merge_config, refit_baseline
 
 TINY_MODEL = {"n_gnn": 2, "d_pet": 16, "n_tl": 1, "n_heads": 2, "d_feedforward": 32, "d_head": 16}
 FRACTIONS = [0.5, 0.25, 0.25]
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+TRAINING_INPUTS = Path(__file__).resolve().parents[1] / "inputs" / "training"
 
 
 @pytest.fixture(scope="module")
@@ -287,3 +288,15 @@ def test_weight_average_is_validated_saved_and_resumed(frames_file, tmp_path):
     resumed.run()
     np.testing.assert_allclose([r["validation_force_mae"] for r in resumed.history],
                                [r["validation_force_mae"] for r in straight.history], rtol=1e-5)
+
+
+@pytest.mark.parametrize("path", sorted(TRAINING_INPUTS.rglob("*.yaml")), ids=lambda p: p.stem)
+def test_shipped_training_configs_load(path):
+    """Every config under inputs/training/ has only known keys and a valid model; the size study's
+    configs differ in the model only."""
+    config = load_config(path)
+    assert config["output"].startswith("runs/")
+    if path.parent.name == "size-study":
+        reference = load_config(path.with_name("d64.yaml"))
+        assert {k: v for k, v in config.items() if k not in ("model", "output")} == \
+            {k: v for k, v in reference.items() if k not in ("model", "output")}
