@@ -82,7 +82,7 @@ def plot(points, path: Path, compare: bool = False) -> None:
         axis.set_ylabel(ylabel)
         axis.set_yscale("log")
         axis.grid(alpha=0.3, which="both")
-        axis.legend(loc="upper right", fontsize="small")
+        axis.legend(loc="best", fontsize="small")
     if not compare:
         rate = forces.twinx()
         rate.plot([p["epoch"] for p in points], [p["lr"] for p in points], ":", color="gray")
