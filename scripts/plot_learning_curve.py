@@ -62,12 +62,16 @@ def curve(paths, compare: bool = False, labels=None) -> list:
     return points
 
 
+def by_series(points) -> list:
+    """The points of :func:`curve` as one list per series, in order."""
+    return [[p for p in points if p["series"] == series] for series in sorted({p["series"] for p in points})]
+
+
 def plot(points, path: Path, compare: bool = False) -> None:
-    panels = 3 if compare else 2
-    figure, axes = plt.subplots(1, panels, figsize=(5 * panels, 4), constrained_layout=True)
+    n_panels = 3 if compare else 2
+    figure, axes = plt.subplots(1, n_panels, figsize=(5 * n_panels, 4), constrained_layout=True)
     forces, energies = axes[0], axes[1]
-    for series in sorted({p["series"] for p in points}):
-        mine = [p for p in points if p["series"] == series]
+    for mine in by_series(points):
         epochs, label = [p["epoch"] for p in mine], mine[0]["label"]
         forces.plot(epochs, [p["force_mae"] for p in mine], "o-", label=label)
         energies.plot(epochs, [p["energy_mae"] for p in mine], "o-", label=label)
@@ -114,8 +118,8 @@ def main(argv=None) -> int:
     units = {"force_mae": "meV/Å", "energy_mae": "meV/atom", "seconds": "s per epoch",
              "hours": "hours of training in the series"}
     out.with_suffix(".json").write_text(json.dumps({"units": units, "points": points}, indent=1) + "\n")
-    for series in sorted({p["series"] for p in points}):
-        last = [p for p in points if p["series"] == series][-1]
+    for mine in by_series(points):
+        last = mine[-1]
         print(f"{last['label']}: last validated epoch {last['epoch']}, F {last['force_mae']:.1f} meV/Å, "
               f"E {last['energy_mae']:.2f} meV/atom, {last['hours']:.2f} h")
     print(f"{len(points)} validated epochs; wrote {out.with_suffix('.png')}")
