@@ -47,6 +47,30 @@ class GNNLayer(nn.Module):
         self.central_head = _mlp(d, hypers.d_head)
         self.bond_head = _mlp(d, hypers.d_head)
 
+    def edge_tokens(self, geometry: torch.Tensor, message: torch.Tensor) -> torch.Tensor:
+        """Edge tokens compress([geometry_embedding(geometry) ; message]) (K, E, d) from ``geometry``
+        (K, E, 4) and ``message`` (K or 1, E, d).
+
+        The first linear map of ``compress`` acts on the concatenation; its half on the geometry
+        embedding is folded into that embedding (two linear maps in a row are one, W_a (W_g g + b_g)
+        = (W_a W_g) g + W_a b_g), so the d-wide embedding and the concatenation are never formed:
+        the same function, ~1/8 fewer multiply-adds per token (docs/performance.md, section 2)."""
+        first = self.compress[0]
+        d = message.shape[-1]
+        on_geometry, on_message = first.weight[:, :d], first.weight[:, d:]
+        weight = on_geometry @ self.geometry_embedding.weight
+        bias = first.bias + on_geometry @ self.geometry_embedding.bias
+        hidden = nn.functional.linear(geometry, weight, bias) + nn.functional.linear(message, on_message)
+        return self.compress[2](self.compress[1](hidden))
+
+
+def concatenated_edge_tokens(layer: GNNLayer, geometry: torch.Tensor, message: torch.Tensor) -> torch.Tensor:
+    """What :meth:`GNNLayer.edge_tokens` computes, done as DESIGN.md section 3 states it: the
+    geometry embedding, concatenated with the message, through ``compress``. The reference of the
+    tests and of ``scripts/bench_model.py --part layout``."""
+    message = message.expand(geometry.shape[0], -1, -1)
+    return layer.compress(torch.cat([layer.geometry_embedding(geometry), message], dim=-1))
+
 
 class PET(nn.Module):
     """PET energy model.
@@ -108,10 +132,10 @@ class PET(nn.Module):
         key_weights = [keys[:, start:start + atoms * length].reshape(n_copies * atoms, length)
                        for start, atoms, length in blocks]
 
-        message = self.neighbor_embedding(species[graph.neighbors]).expand(n_copies, -1, -1)
+        message = self.neighbor_embedding(species[graph.neighbors])[None]  # the same for every copy
         energy = vectors.new_zeros(n_copies, n_atoms)
         for layer in self.layers:
-            tokens = layer.compress(torch.cat([layer.geometry_embedding(geometry), message], dim=-1))
+            tokens = layer.edge_tokens(geometry, message)
             central = layer.central_embedding(species).expand(n_copies, -1, -1)
             sequence = arrange(central, tokens)
             outputs = [

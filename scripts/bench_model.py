@@ -43,6 +43,7 @@ from grids.quadrature import rotation_grid
 from pet import layout, transformer
 from pet.compute import (PEAK_PER_SAVED_BYTE, compute, default_chunk_size, saved_bytes_per_token,
                          tokens_per_copy)
+from pet.model import GNNLayer, concatenated_edge_tokens
 from pet.neighbors import graph_from_atoms
 
 PARTS = ("averaging", "scaling", "layout", "memory", "allocator")
@@ -118,7 +119,8 @@ def scaling_part(args, model, sizes):
     return rows, reference
 
 
-LAYOUTS = ("grouped, log f (the code)", "one block, log f", "one block, definition")
+LAYOUTS = ("grouped, log f, folded (the code)", "grouped, log f, concatenated", "one block, log f, concatenated",
+           "one block, definition")
 
 
 def layout_part(args, model, n_molecules):
@@ -127,20 +129,25 @@ def layout_part(args, model, n_molecules):
     single_tokens = graph.n_atoms * (graph.slots.shape[1] + 1)
     fast_attention = transformer.CutoffAttention.forward
 
-    def variant(max_groups, attention):
+    folded = GNNLayer.edge_tokens
+
+    def variant(max_groups, attention, edge_tokens):
         own = dataclasses.replace(graph)  # a graph keeps the layout it builds first: one per variant
 
         def evaluate():
             with mock.patch.object(layout, "MAX_GROUPS", max_groups), \
-                    mock.patch.object(transformer.CutoffAttention, "forward", attention):
+                    mock.patch.object(transformer.CutoffAttention, "forward", attention), \
+                    mock.patch.object(GNNLayer, "edge_tokens", edge_tokens):
                 result = compute(model, own)
             if len(own.layout.groups) > max_groups:
                 raise benchlib.BenchError(f"layout of {len(own.layout.groups)} groups, wanted {max_groups}")
             return result
         return evaluate
 
-    variants = dict(zip(LAYOUTS, (variant(layout.MAX_GROUPS, fast_attention), variant(1, fast_attention),
-                                  variant(1, transformer.definition_attention))))
+    variants = dict(zip(LAYOUTS, (variant(layout.MAX_GROUPS, fast_attention, folded),
+                                  variant(layout.MAX_GROUPS, fast_attention, concatenated_edge_tokens),
+                                  variant(1, fast_attention, concatenated_edge_tokens),
+                                  variant(1, transformer.definition_attention, concatenated_edge_tokens))))
     results = {name: function() for name, function in variants.items()}
     times = benchlib.interleaved(variants, args.repeats, warmup=0 if args.quick else 1, device=args.device,
                                  progress=f"layout, {n_molecules} molecules")
@@ -151,6 +158,7 @@ def layout_part(args, model, n_molecules):
     return [n_molecules, f"{grouped.n_tokens} / {single_tokens}", len(grouped.groups),
             *[benchlib.milliseconds(medians[name]) for name in LAYOUTS],
             f"{medians[LAYOUTS[0]] / medians[LAYOUTS[1]]:.3f}", f"{medians[LAYOUTS[1]] / medians[LAYOUTS[2]]:.3f}",
+            f"{medians[LAYOUTS[2]] / medians[LAYOUTS[3]]:.3f}",
             f"{difference:.1e}"]
 
 
@@ -256,9 +264,9 @@ TABLES = {
                    "averaged / loop", "target", "max |ΔF| / max |F|"]),
     "scaling": ("Raw evaluation (energy, forces, virial) against size (ms, median)",
                 ["molecules", "atoms", "time", "µs per atom", "time / time(reference)"]),
-    "layout": ("Raw evaluation: token layout and attention form (ms, median)",
-               ["molecules", "tokens grouped / one block", "groups", *LAYOUTS, "grouped / one block",
-                "log f / definition", "max |ΔF| / max |F|"]),
+    "layout": ("Raw evaluation: edge tokens, token layout and attention form (ms, median)",
+               ["molecules", "tokens grouped / one block", "groups", *LAYOUTS, "folded / concatenated",
+                "grouped / one block", "log f / definition", "max |ΔF| / max |F|"]),
     "allocator": ("Raw evaluation with and without pet.allocator.retain_freed_memory (ms, median; "
                   "one process per round and setting)",
                   ["molecules", "freed memory kept", "glibc default", "kept / default",

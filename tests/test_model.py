@@ -11,6 +11,7 @@ from ase.io import read
 from grids import random_rotation
 from grids.averaging import GridAverage
 from pet.compute import compute
+from pet.model import concatenated_edge_tokens
 from pet.neighbors import graph_from_atoms
 
 CUTOFF = 4.0
@@ -296,3 +297,21 @@ def test_molecule_in_a_large_periodic_box_equals_open_boundaries(tiny_model, dat
     assert energy == pytest.approx(energy2, rel=1e-15)
     np.testing.assert_allclose(forces, forces2, atol=1e-13)
     np.testing.assert_allclose(virial, virial2, atol=1e-13)
+
+
+# ---------------------------------------------------------------- folded linear maps
+
+def test_edge_tokens_equal_compress_of_the_concatenated_embedding(tiny_model):
+    """GNNLayer.edge_tokens folds the geometry embedding into compress's first linear map: the same
+    function as DESIGN.md's compress([W_g g + b_g ; message]), also for one message broadcast over copies."""
+    torch.manual_seed(3)
+    layer = tiny_model.layers[0]
+    d = tiny_model.hypers.d_pet
+    geometry = torch.randn(3, 11, 4, dtype=torch.float64)
+    message = torch.randn(1, 11, d, dtype=torch.float64)
+    definition = layer.compress(torch.cat([layer.geometry_embedding(geometry), message.expand(3, -1, -1)], dim=-1))
+    torch.testing.assert_close(concatenated_edge_tokens(layer, geometry, message), definition, rtol=0, atol=0)
+    torch.testing.assert_close(layer.edge_tokens(geometry, message), definition, rtol=1e-12, atol=1e-12)
+    per_copy = torch.randn(3, 11, d, dtype=torch.float64)
+    definition = layer.compress(torch.cat([layer.geometry_embedding(geometry), per_copy], dim=-1))
+    torch.testing.assert_close(layer.edge_tokens(geometry, per_copy), definition, rtol=1e-12, atol=1e-12)
