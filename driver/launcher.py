@@ -89,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
                         f"or the shipped model, now {default_model_path()})")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--dtype", default="float64", choices=["float32", "float64"])
+    parser.add_argument("--threads", type=int, metavar="N", help="CPU threads of each pet-driver "
+                        "(default: torch's, one per core; 1 when other jobs share the cores)")
     parser.add_argument("--timeout", type=float, metavar="SECONDS",
                         help="stop both processes and fail after this long (default: no limit)")
     return parser
@@ -153,9 +155,11 @@ def set_start(xml: IPIInput, folder: Path, run_dir: Path, structure: Optional[st
 
 
 def driver_command(channels: List[SocketChannel], args, template: Optional[Path]) -> List[str]:
-    """The pet-driver command serving ``channels`` (with pet-run's --device, --dtype, --model)."""
+    """The pet-driver command serving ``channels`` (with pet-run's --device, --dtype, --threads, --model)."""
     command = [executable("pet-driver"), "--retry", "--connect-timeout", str(CONNECT_TIMEOUT),
                "--device", args.device, "--dtype", args.dtype]
+    if args.threads is not None:
+        command += ["--threads", str(args.threads)]
     for channel in channels:
         command += ["--channel", f"{channel.mode}={channel.address}"]
     if args.model is not None:

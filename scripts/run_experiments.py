@@ -179,6 +179,9 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="a few steps per run, results under runs/")
     parser.add_argument("--scale", type=float, default=1.0, metavar="X",
                         help="multiply the length of every run by X (default 1: laptop scale, ~25-30 min in all)")
+    parser.add_argument("--threads", type=int, metavar="N",
+                        help="CPU threads of every pet-driver (default: torch's; 1 when another job "
+                             "shares the cores)")
     parser.add_argument("--analyze-only", action="store_true", help="only the analyses, of runs already done")
     parser.add_argument("--runs", help="where the runs go (default runs/experiments[-quick])")
     parser.add_argument("--results", help="where the analyses go (default docs/results, "
@@ -192,6 +195,8 @@ def main(argv=None) -> int:
         parser.error(f"unknown experiment(s) {', '.join(unknown)}: choose from {', '.join(EXPERIMENTS)}")
     if not args.scale > 0:
         parser.error(f"--scale must be positive, got {args.scale}")
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads must be at least 1, got {args.threads}")
     if args.quick and args.scale != 1.0:
         parser.error("--quick and --scale exclude each other")
     model = Path(args.model or default_model_path()).resolve()
@@ -212,6 +217,8 @@ def main(argv=None) -> int:
             command = [str(BIN / "pet-run"), str(REPO / "inputs" / run.folder), "--run-dir",
                        str(runs_dir / experiment / run.name), "--model", str(model), "--dtype", run.dtype,
                        "--steps", str(steps[run.name])] + run.options
+            if args.threads is not None:
+                command += ["--threads", str(args.threads)]
             if not timed(command, f"{experiment}/{run.name}", timings):
                 ok = False
                 break

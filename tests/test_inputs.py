@@ -120,16 +120,18 @@ def test_no_driver_runs_ipi_alone_for_a_driver_started_elsewhere(processes, tmp_
     """The HPC set-up on one machine: i-PI on inet, the printed pet-driver command started apart."""
     run_dir, address = tmp_path / "run", f"localhost:{free_port('localhost')}"
     common = [INPUTS / "gas-nvt", "--run-dir", run_dir, "--inet", address, "--model", tiny_checkpoint,
-              "--steps", 10, "--grid", "raw"]
+              "--steps", 10, "--grid", "raw", "--threads", 1]
     printed = subprocess.run(pet_run(*common, "--print-driver-command"), capture_output=True, text=True)
     assert printed.returncode == 0, printed.stderr
     command = shlex.split(printed.stdout)
     assert f"raw=inet:{address}" in command and "--template" in command
+    assert command[command.index("--threads") + 1] == "1"
     ipi = processes.start(pet_run(*common, "--no-driver", "--timeout", 150), "pet-run.log")
     driver = processes.start(command, "driver.log")
     assert processes.wait(ipi, 180) == 0, log_text(ipi)
     assert processes.wait(driver, 60) == 0, log_text(driver)
     assert "start the drivers with" in log_text(ipi)
+    assert "float64, 1 CPU thread(s))" in log_text(driver)
     assert read_properties(run_dir / "simulation.out")["step"].tolist() == [0, 10]
 
 

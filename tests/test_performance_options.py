@@ -79,8 +79,9 @@ def test_bad_memory_budgets_are_rejected(tiny_model):
 @pytest.mark.parametrize("arguments, message", [
     (["--max-memory", "0"], "--max-memory must be positive"),
     (["--max-memory", "100", "--chunk-size", "2"], "either --chunk-size or --max-memory"),
+    (["--threads", "0"], "--threads must be at least 1"),
 ])
-def test_driver_rejects_bad_memory_options(arguments, message, capsys):
+def test_driver_rejects_bad_memory_and_thread_options(arguments, message, capsys):
     with pytest.raises(SystemExit) as stop:
         cli.main(arguments)
     assert stop.value.code == 2

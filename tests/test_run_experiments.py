@@ -14,7 +14,8 @@ def test_quick_gas_nve_runs_and_analyses(tmp_path, tiny_checkpoint):
     runs, results = tmp_path / "runs", tmp_path / "results"
     done = subprocess.run([sys.executable, str(REPO / "scripts" / "run_experiments.py"), "gas-nve",
                            "--quick", "--model", str(tiny_checkpoint), "--runs", str(runs),
-                           "--results", str(results)], capture_output=True, text=True, timeout=600)
+                           "--results", str(results), "--threads", "1"], capture_output=True, text=True,
+                          timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     report = json.loads((results / "gas-nve" / "timings.json").read_text())
     assert report["failed"] == [] and report["quick"] is True
@@ -23,6 +24,7 @@ def test_quick_gas_nve_runs_and_analyses(tmp_path, tiny_checkpoint):
     assert {"gas-nve/raw", "gas-nve/mts", "gas-nve/avg", "gas-nve/mts-spectrum"} <= set(report["seconds"])
     for name in ("raw", "mts", "avg"):
         assert (runs / "gas-nve" / name / "simulation.out").is_file()
+        assert "1 CPU thread(s)" in (runs / "gas-nve" / name / "pet-run-driver.log").read_text()
         for analysis in ("angular-momentum", "drift"):
             assert (results / "gas-nve" / f"{name}-{analysis}.json").is_file()
             assert (results / "gas-nve" / f"{name}-{analysis}.png").is_file()
@@ -47,3 +49,5 @@ def test_unknown_experiment_and_missing_model_are_clear_errors(tmp_path):
     for bad in (["--scale", "0"], ["--scale", "2", "--quick"]):
         done = subprocess.run([sys.executable, script, *bad], capture_output=True, text=True)
         assert done.returncode == 2 and "--scale" in done.stderr and "Traceback" not in done.stderr
+    done = subprocess.run([sys.executable, script, "--threads", "0"], capture_output=True, text=True)
+    assert done.returncode == 2 and "--threads must be at least 1" in done.stderr
