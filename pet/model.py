@@ -54,7 +54,7 @@ class GNNLayer(nn.Module):
         The first linear map of ``compress`` acts on the concatenation; its half on the geometry
         embedding is folded into that embedding (two linear maps in a row are one, W_a (W_g g + b_g)
         = (W_a W_g) g + W_a b_g), so the d-wide embedding and the concatenation are never formed:
-        the same function, ~1/8 fewer multiply-adds per token (docs/performance.md, section 2)."""
+        the same function, ~8 % fewer multiply-adds per token (docs/performance.md, section 6)."""
         first = self.compress[0]
         d = message.shape[-1]
         on_geometry, on_message = first.weight[:, :d], first.weight[:, d:]
