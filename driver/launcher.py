@@ -271,6 +271,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             if args.steps < 1:
                 raise InputError("--steps must be at least 1")
             xml.total_steps = args.steps
+        if args.threads is not None and args.threads < 1:
+            raise InputError("--threads must be at least 1")
         if args.inet is not None:
             xml.use_inet(*parse_inet(args.inet))
         else:

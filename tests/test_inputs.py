@@ -217,3 +217,10 @@ def test_hpc_dry_run_prints_the_commands_and_an_inet_input(tmp_path, tiny_checkp
     sockets = ElementTree.parse(run_dir / "pet-run-input.xml").getroot().findall("ffsocket")
     assert [(s.get("mode"), s.find("address").text, s.find("port").text) for s in sockets] == \
         [("inet", "cpu7", "40000"), ("inet", "cpu7", "40001")]
+
+
+def test_pet_run_rejects_zero_threads_before_starting_anything(tmp_path, capsys):
+    assert launcher.main([str(INPUTS / "gas-nvt"), "--run-dir", str(tmp_path / "run"), "--threads", "0",
+                          "--print-driver-command"]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "--threads must be at least 1" in error
