@@ -29,7 +29,9 @@ class Graph:
     - ``centers``, ``neighbors`` (E,) atom indices i and j of edge i → j; ``shifts`` (E, 3) integer
       cell shifts (stored in the float dtype) so that r_ij = r_j - r_i + shifts @ cell;
     - ``reverse`` (E,) index of the edge j → i with the opposite shift;
-    - ``slots`` (N, M) index of the m-th edge of atom i, or E for padding.
+    - ``slots`` (N, M) index of the m-th edge of atom i, or E for padding;
+    - ``distances`` (E,) |r_ij| in Å from the neighbour list (constants, outside autograd: the
+      model computes its own r_ij from ``positions``; rotations leave them unchanged).
     """
 
     numbers: torch.Tensor
@@ -41,6 +43,7 @@ class Graph:
     shifts: torch.Tensor
     reverse: torch.Tensor
     slots: torch.Tensor
+    distances: torch.Tensor
 
     @property
     def n_atoms(self) -> int:
@@ -73,7 +76,7 @@ class Graph:
 
 
 def _structure_edges(positions, cell, pbc, cutoff):
-    """Edges (i, j, shifts) of one structure; an all-zero cell means open boundaries."""
+    """Edges (i, j, shifts, distances in Å) of one structure; an all-zero cell means open boundaries."""
     cell = np.asarray(cell, dtype=np.float64)
     pbc = np.broadcast_to(np.asarray(pbc, dtype=bool), (3,))
     if not np.any(cell):
@@ -82,28 +85,117 @@ def _structure_edges(positions, cell, pbc, cutoff):
         raise ValueError("the cell is singular: give three independent lattice vectors or no cell")
     box = cell if np.any(pbc) else np.zeros((3, 3))
     calculator = vesin.NeighborList(cutoff=cutoff, full_list=True)
-    i, j, shifts = calculator.compute(
-        points=np.asarray(positions, dtype=np.float64), box=box, periodic=pbc, quantities="ijS"
+    i, j, shifts, distances = calculator.compute(
+        points=np.asarray(positions, dtype=np.float64), box=box, periodic=pbc, quantities="ijSd"
     )
-    return i.astype(np.int64), j.astype(np.int64), shifts.astype(np.int64)
+    return i.astype(np.int64), j.astype(np.int64), shifts.astype(np.int64), distances
 
 
-def _reverse_index(i, j, shifts, n_atoms):
-    """Index of the reverse j → i (shift -S) of every edge i → j (shift S)."""
+def _sorted_with_reverse(i, j, shifts, n_atoms):
+    """(order, reverse): ``order`` sorts the edges by (i, j, shift); ``reverse[e]`` is the index,
+    in that order, of the edge j → i (shift -S) of the sorted edge e: i → j (shift S).
+
+    One sort of a unique integer key per edge and one binary search of every reverse's key.
+    """
     if len(i) == 0:
-        return np.zeros(0, dtype=np.int64)
-    span = int(np.abs(shifts).max()) if len(shifts) else 0
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    span = int(np.abs(shifts).max())
     base = 2 * span + 1
-    shift_code = ((shifts[:, 0] + span) * base + (shifts[:, 1] + span)) * base + (shifts[:, 2] + span)
-    reverse_code = ((-shifts[:, 0] + span) * base + (-shifts[:, 1] + span)) * base + (-shifts[:, 2] + span)
-    key = (i * n_atoms + j) * base**3 + shift_code
-    wanted = (j * n_atoms + i) * base**3 + reverse_code
-    order = np.argsort(key, kind="stable")
-    found = np.searchsorted(key[order], wanted)
-    reverse = order[np.minimum(found, len(order) - 1)]
+
+    def code(first, second, s):
+        cell_code = ((s[:, 0] + span) * base + (s[:, 1] + span)) * base + (s[:, 2] + span)
+        return (first * n_atoms + second) * base**3 + cell_code
+
+    key = code(i, j, shifts)
+    order = np.argsort(key)
+    key = key[order]
+    wanted = code(j[order], i[order], -shifts[order])
+    reverse = np.minimum(np.searchsorted(key, wanted), len(key) - 1)
     if not np.array_equal(key[reverse], wanted):
         raise RuntimeError("neighbour list is not symmetric: an edge has no reverse")
-    return reverse
+    return order, reverse
+
+
+@dataclass
+class Edges:
+    """The directed edges of concatenated structures, sorted by (i, j, shift), as numpy arrays.
+
+    ``centers``, ``neighbors`` (E,) atom indices; ``shifts`` (E, 3) integer cell shifts;
+    ``distances`` (E,) |r_ij| in Å; ``reverse`` (E,) index of the edge j → i with shift -S.
+    """
+
+    centers: np.ndarray
+    neighbors: np.ndarray
+    shifts: np.ndarray
+    distances: np.ndarray
+    reverse: np.ndarray
+
+    def subset(self, keep: np.ndarray) -> "Edges":
+        """The edges where the boolean ``keep`` (E,) is true, still sorted, reverses re-indexed
+        (``keep`` must hold an edge and its reverse together)."""
+        kept = np.flatnonzero(keep)
+        new_index = np.cumsum(keep) - 1
+        return Edges(np.take(self.centers, kept), np.take(self.neighbors, kept),
+                     np.take(self.shifts, kept, axis=0), np.take(self.distances, kept),
+                     np.take(new_index, np.take(self.reverse, kept)))
+
+
+def check_structures(numbers, positions) -> None:
+    """ValueError unless every ``positions[s]`` is a finite (len(numbers[s]), 3) array."""
+    for index, (z, pos) in enumerate(zip(numbers, positions)):
+        pos = np.asarray(pos)
+        if pos.ndim != 2 or pos.shape[1] != 3 or len(pos) != len(z):
+            raise ValueError(f"structure {index}: positions must have shape ({len(z)}, 3)")
+        if not np.all(np.isfinite(pos)):
+            raise ValueError(f"structure {index}: positions contain NaN or infinity")
+
+
+def find_edges(numbers, positions, cells, pbcs, cutoff: float) -> Edges:
+    """Edges within ``cutoff`` (Å) of several structures (arguments as in :func:`build_graph`),
+    atom indices counted over the concatenated structures."""
+    all_i, all_j, all_shifts, all_distances = [], [], [], []
+    offset = 0
+    for z, pos, cell, pbc in zip(numbers, positions, cells, pbcs):
+        i, j, shifts, distances = _structure_edges(np.asarray(pos, dtype=np.float64), cell, pbc, cutoff)
+        all_i.append(i + offset)
+        all_j.append(j + offset)
+        all_shifts.append(shifts)
+        all_distances.append(distances)
+        offset += len(z)
+    if not all_i:
+        return Edges(*(np.zeros(0, dtype=np.int64),) * 2, np.zeros((0, 3), dtype=np.int64),
+                     np.zeros(0), np.zeros(0, dtype=np.int64))
+    i, j = np.concatenate(all_i), np.concatenate(all_j)
+    shifts, distances = np.concatenate(all_shifts), np.concatenate(all_distances)
+    order, reverse = _sorted_with_reverse(i, j, shifts, offset)
+    return Edges(i[order], j[order], shifts[order], distances[order], reverse)
+
+
+def assemble_graph(numbers, positions, cells, edges: Edges) -> Graph:
+    """The :class:`Graph` of structures (arguments as in :func:`build_graph`) and their ``edges``
+    (float64 on the CPU): the padded slots of every atom's row are laid out here."""
+    n_atoms = sum(len(z) for z in numbers)
+    i = edges.centers
+    counts = np.bincount(i, minlength=n_atoms)
+    width = int(counts.max()) if n_atoms and len(i) else 0
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    slot_of_edge = np.arange(len(i)) - starts[i]
+    slots = np.full((n_atoms, width), len(i), dtype=np.int64)
+    slots[i, slot_of_edge] = np.arange(len(i))
+    structure = [np.full(len(z), index, dtype=np.int64) for index, z in enumerate(numbers)]
+
+    return Graph(
+        numbers=torch.as_tensor(np.concatenate([np.asarray(z, dtype=np.int64) for z in numbers])),
+        structure=torch.as_tensor(np.concatenate(structure) if structure else np.zeros(0, np.int64)),
+        positions=torch.as_tensor(np.concatenate([np.asarray(p, np.float64) for p in positions])),
+        cells=torch.as_tensor(np.stack([np.asarray(c, np.float64) for c in cells])),
+        centers=torch.as_tensor(i),
+        neighbors=torch.as_tensor(edges.neighbors),
+        shifts=torch.as_tensor(edges.shifts, dtype=torch.float64),
+        reverse=torch.as_tensor(edges.reverse),
+        slots=torch.as_tensor(slots),
+        distances=torch.as_tensor(edges.distances),
+    )
 
 
 def build_graph(
@@ -118,47 +210,8 @@ def build_graph(
     ``numbers[s]`` (n_s,) atomic numbers, ``positions[s]`` (n_s, 3) Å, ``cells[s]`` (3, 3) Å with
     lattice vectors as rows, ``pbcs[s]`` a bool or three bools.
     """
-    all_i, all_j, all_shifts, structure = [], [], [], []
-    offset = 0
-    for index, (z, pos, cell, pbc) in enumerate(zip(numbers, positions, cells, pbcs)):
-        pos = np.asarray(pos, dtype=np.float64)
-        if pos.ndim != 2 or pos.shape[1] != 3 or len(pos) != len(z):
-            raise ValueError(f"structure {index}: positions must have shape ({len(z)}, 3)")
-        if not np.all(np.isfinite(pos)):
-            raise ValueError(f"structure {index}: positions contain NaN or infinity")
-        i, j, shifts = _structure_edges(pos, cell, pbc, cutoff)
-        all_i.append(i + offset)
-        all_j.append(j + offset)
-        all_shifts.append(shifts)
-        structure.append(np.full(len(z), index, dtype=np.int64))
-        offset += len(z)
-    n_atoms = offset
-    i = np.concatenate(all_i) if all_i else np.zeros(0, dtype=np.int64)
-    j = np.concatenate(all_j) if all_j else np.zeros(0, dtype=np.int64)
-    shifts = np.concatenate(all_shifts) if all_shifts else np.zeros((0, 3), dtype=np.int64)
-
-    order = np.lexsort((j, i))
-    i, j, shifts = i[order], j[order], shifts[order]
-    reverse = _reverse_index(i, j, shifts, n_atoms)
-
-    counts = np.bincount(i, minlength=n_atoms)
-    width = int(counts.max()) if n_atoms and len(i) else 0
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    slot_of_edge = np.arange(len(i)) - starts[i]
-    slots = np.full((n_atoms, width), len(i), dtype=np.int64)
-    slots[i, slot_of_edge] = np.arange(len(i))
-
-    return Graph(
-        numbers=torch.as_tensor(np.concatenate([np.asarray(z, dtype=np.int64) for z in numbers])),
-        structure=torch.as_tensor(np.concatenate(structure) if structure else np.zeros(0, np.int64)),
-        positions=torch.as_tensor(np.concatenate([np.asarray(p, np.float64) for p in positions])),
-        cells=torch.as_tensor(np.stack([np.asarray(c, np.float64) for c in cells])),
-        centers=torch.as_tensor(i),
-        neighbors=torch.as_tensor(j),
-        shifts=torch.as_tensor(shifts, dtype=torch.float64),
-        reverse=torch.as_tensor(reverse),
-        slots=torch.as_tensor(slots),
-    )
+    check_structures(numbers, positions)
+    return assemble_graph(numbers, positions, cells, find_edges(numbers, positions, cells, pbcs, cutoff))
 
 
 def graph_from_atoms(frames, cutoff: float) -> Graph:
@@ -196,5 +249,6 @@ def batch_graphs(graphs: Sequence[Graph]) -> Graph:
         positions=torch.cat([g.positions for g in graphs]),
         cells=torch.cat([g.cells for g in graphs]),
         shifts=torch.cat([g.shifts for g in graphs]),
+        distances=torch.cat([g.distances for g in graphs]),
         **{name: torch.cat(values) for name, values in parts.items()},
     )
