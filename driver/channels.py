@@ -28,7 +28,8 @@ from grids.averaging import RawModel, make_evaluator
 from grids.quadrature import parse_grid_spec
 from pet.compute import Properties
 from pet.model import PET
-from pet.neighbors import Graph, build_graph
+from pet.neighbors import Graph
+from pet.verlet import VerletGraphs
 
 from .protocol import Answer, Structure
 
@@ -87,13 +88,15 @@ class Channel:
     ``seed``: random channels only; ``chunk_size``: the most rotated copies per forward pass;
     ``max_memory``: grid channels only, bytes one forward and backward pass may take (see
     :class:`grids.averaging.GridAverage`); ``last_raw``: a :class:`LastRaw` shared with the
-    other channels of the same model and lock (None: a private one).
+    other channels of the same model and lock (None: a private one); ``skin`` (Å): the
+    neighbour-list skin of :class:`pet.verlet.VerletGraphs` (0: a new list at every call).
     Counters ``requests``, ``structures`` and ``seconds`` (time in the model) grow with each call.
     """
 
     def __init__(self, model: PET, mode: str, lock: Optional[threading.Lock] = None,
                  seed: Optional[int] = None, chunk_size: Optional[int] = None,
-                 max_memory: Optional[float] = None, last_raw: Optional[LastRaw] = None):
+                 max_memory: Optional[float] = None, last_raw: Optional[LastRaw] = None,
+                 skin: float = 0.5):
         self.mode = parse_mode(mode)
         self.model = model
         self.lock = lock if lock is not None else threading.Lock()
@@ -102,6 +105,7 @@ class Channel:
                                         max_memory=max_memory)
         self.is_grid = self.mode not in ("raw", "random")
         self.raw = RawModel(model)
+        self.graphs = VerletGraphs(model.hypers.cutoff, skin)
         parameter = next(model.parameters())
         self.device, self.dtype = parameter.device, parameter.dtype
         self.requests = self.structures = 0
@@ -162,9 +166,8 @@ class Channel:
                 raise StructureError("i-PI sent positions or a cell with NaN or infinite values "
                                      "(the simulation has probably blown up)")
         try:
-            graph = build_graph([numbers] * len(structures), [s.positions for s in structures],
-                                [s.cell for s in structures],
-                                [bool(np.any(s.cell)) for s in structures], self.model.hypers.cutoff)
+            graph = self.graphs.graph([numbers] * len(structures), [s.positions for s in structures],
+                                      [s.cell for s in structures], [bool(np.any(s.cell)) for s in structures])
         except ValueError as error:
             raise StructureError(str(error)) from None
         self._check_overlaps(graph)
@@ -174,15 +177,12 @@ class Channel:
     def _check_overlaps(graph: Graph) -> None:
         if graph.n_edges == 0:
             return
-        cells = graph.cells[graph.structure[graph.centers]]
-        vectors = (graph.positions[graph.neighbors] - graph.positions[graph.centers]
-                   + torch.einsum("ea,eab->eb", graph.shifts, cells))
-        distances = vectors.norm(dim=1)
-        closest = int(torch.argmin(distances))
-        if float(distances[closest]) < OVERLAP_DISTANCE:
+        closest = int(torch.argmin(graph.distances))
+        distance = float(graph.distances[closest])
+        if distance < OVERLAP_DISTANCE:
             i, j = int(graph.centers[closest]), int(graph.neighbors[closest])
             offset = int((graph.structure < graph.structure[i]).sum())
             raise StructureError(
-                f"atoms {i - offset} and {j - offset} overlap ({float(distances[closest]):.3f} Å apart, "
+                f"atoms {i - offset} and {j - offset} overlap ({distance:.3f} Å apart, "
                 f"less than {OVERLAP_DISTANCE} Å): the simulation has probably blown up"
             )

@@ -75,6 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "when other jobs share the cores: torch's threads wait for each other, and "
                              "one molecule took 122 ms per evaluation on 2 threads against 14 ms on 1 "
                              "with the other core busy")
+    parser.add_argument("--skin", type=float, default=0.5, metavar="Å",
+                        help="neighbour-list skin: the list holds pairs within R_c + skin and is rebuilt "
+                             "only when an atom has moved more than skin/2 (default 0.5; 0: a new "
+                             "list at every request; the forces are the same either way)")
     parser.add_argument("--template", metavar="FILE",
                         help="structure file (any format ASE reads, e.g. i-PI's init.xyz) giving "
                              "the species in i-PI's atom order")
@@ -135,6 +139,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         species = Species.from_template(args.template) if args.template else Species.repeating(args.species)
         if args.threads is not None and args.threads < 1:
             raise ValueError("--threads must be at least 1")
+        if not args.skin >= 0:
+            raise ValueError(f"--skin must be >= 0 Å, got {args.skin}")
         if args.chunk_size is not None and args.chunk_size < 1:
             raise ValueError("--chunk-size must be at least 1")
         if args.max_memory is not None and not args.max_memory > 0:
@@ -163,7 +169,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     max_memory = None if args.max_memory is None else args.max_memory * 2**20
     tasks = [runner.Task(Channel(model, mode, lock, seed=None if args.seed is None else args.seed + k,
                                  chunk_size=args.chunk_size, max_memory=max_memory,
-                                 last_raw=last_raw), address)
+                                 last_raw=last_raw, skin=args.skin), address)
              for k, (mode, address) in enumerate(specs)]
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:

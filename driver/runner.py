@@ -79,8 +79,9 @@ def report(worker: Worker) -> None:
     channel = worker.task.channel
     per_structure = 1000 * channel.seconds / max(channel.structures, 1)
     log.info("channel %s on %s: %d requests, %d structures, %.3f s in the model (%.1f ms per "
-             "structure), %.3f s connected", channel.mode, worker.task.address, channel.requests,
-             channel.structures, channel.seconds, per_structure, worker.connected_seconds)
+             "structure), %.3f s connected, %d neighbour lists built", channel.mode, worker.task.address,
+             channel.requests, channel.structures, channel.seconds, per_structure, worker.connected_seconds,
+             channel.graphs.rebuilds)
 
 
 def describe(error: BaseException) -> str:

@@ -12,7 +12,7 @@ from grids.averaging import make_evaluator
 from . import checkpoint
 from .model import PET
 from .models import default_model_path
-from .neighbors import graph_from_atoms
+from .verlet import VerletGraphs
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -47,7 +47,8 @@ class PETCalculator(Calculator):
     ``model``: a checkpoint path, a :class:`pet.model.PET`, or None for the shipped model;
     ``grid``: None (raw) or a rotation grid such as "2i" (the rotation average);
     ``random_rotation``: evaluate on one random rotation per call instead (seed ``seed``);
-    ``chunk_size``: the most rotated copies per forward pass (memory bound).
+    ``chunk_size``: the most rotated copies per forward pass (memory bound);
+    ``skin`` (Å): the neighbour-list skin (:class:`pet.verlet.VerletGraphs`; 0: a new list per call).
     Results: ``energy``/``free_energy`` (eV), ``energies`` (eV per atom), ``forces`` (eV/Å),
     ``stress`` (eV/Å³, Voigt, symmetrised; periodic cells only) and ``virial`` (eV, the full
     3×3 -∂E/∂ε, not symmetric for a non-invariant model).
@@ -57,20 +58,22 @@ class PETCalculator(Calculator):
 
     def __init__(self, model=None, grid: Optional[str] = None, random_rotation: bool = False,
                  seed: Optional[int] = None, device: str = "cpu", dtype="float32",
-                 chunk_size: Optional[int] = None, **kwargs):
+                 chunk_size: Optional[int] = None, skin: float = 0.5, **kwargs):
         super().__init__(**kwargs)
         if grid is not None and random_rotation:
             raise ValueError("choose either a rotation grid or random_rotation, not both")
         self.model = load_model(model, device, dtype)
         self.mode = "random" if random_rotation else ("raw" if grid is None else str(grid))
         self.evaluator = make_evaluator(self.model, self.mode, seed=seed, chunk_size=chunk_size)
+        self.graphs = VerletGraphs(self.model.hypers.cutoff, skin)
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
         if len(self.atoms) == 0:
             raise ValueError("cannot evaluate an empty structure")
         parameter = next(self.model.parameters())
-        graph = graph_from_atoms(self.atoms, self.model.hypers.cutoff)
+        atoms = self.atoms
+        graph = self.graphs.graph([atoms.numbers], [atoms.positions], [np.asarray(atoms.cell)], [atoms.pbc])
         graph = graph.to(parameter.device, parameter.dtype)
         self.model.species_index(graph.numbers)
         periodic = bool(self.atoms.pbc.any() and abs(self.atoms.cell.volume) > 0)

@@ -1,5 +1,5 @@
 """The performance options: a memory budget for averaged evaluations, the raw result shared by the
-channels of one driver, and the allocator setting (no timings here: see scripts/bench_*.py)."""
+channels of one driver, the neighbour-list skin, and the allocator setting (no timings here: see scripts/bench_*.py)."""
 
 import subprocess
 import sys
@@ -80,8 +80,10 @@ def test_bad_memory_budgets_are_rejected(tiny_model):
     (["--max-memory", "0"], "--max-memory must be positive"),
     (["--max-memory", "100", "--chunk-size", "2"], "either --chunk-size or --max-memory"),
     (["--threads", "0"], "--threads must be at least 1"),
+    (["--skin", "-0.1"], "--skin must be >= 0"),
+    (["--skin", "nan"], "--skin must be >= 0"),
 ])
-def test_driver_rejects_bad_memory_and_thread_options(arguments, message, capsys):
+def test_driver_rejects_bad_memory_thread_and_skin_options(arguments, message, capsys):
     with pytest.raises(SystemExit) as stop:
         cli.main(arguments)
     assert stop.value.code == 2
@@ -115,6 +117,35 @@ def test_channels_share_the_raw_result_at_the_same_positions(tiny_model, water_c
 
     raw.evaluate(numbers, structures_of(water_cell, shift=1e-6))  # moved: evaluated anew
     assert counter.calls == after_average + 2
+
+
+def test_the_skin_changes_no_answer_and_saves_neighbour_lists(tiny_model, water_cell):
+    """Along a random walk (0.01 Å per step and coordinate), a channel with the 0.5 Å skin answers
+    exactly as one building a new list per request, from one list instead of one per step."""
+    with_skin, without = Channel(tiny_model, "2i", skin=0.5), Channel(tiny_model, "2i", skin=0.0)
+    rng = np.random.default_rng(5)
+    atoms = water_cell.copy()
+    for _ in range(6):
+        atoms.positions += rng.normal(scale=0.01, size=atoms.positions.shape)
+        got = with_skin.evaluate(atoms.numbers, structures_of(atoms))[0]
+        expected = without.evaluate(atoms.numbers, structures_of(atoms))[0]
+        assert got.energy == expected.energy
+        np.testing.assert_array_equal(got.forces, expected.forces)
+        np.testing.assert_array_equal(got.virial, expected.virial)
+    assert (with_skin.graphs.rebuilds, without.graphs.rebuilds) == (1, 6)
+
+
+def test_the_calculator_reuses_its_neighbour_list(tiny_model, water_cell):
+    from pet.calculator import PETCalculator
+
+    atoms, fresh = water_cell.copy(), water_cell.copy()
+    atoms.calc = PETCalculator(tiny_model, dtype="float64")
+    fresh.calc = PETCalculator(tiny_model, dtype="float64", skin=0.0)
+    for step in range(3):
+        atoms.positions = fresh.positions = water_cell.positions + 0.02 * step
+        np.testing.assert_array_equal(atoms.get_forces(), fresh.get_forces())
+        np.testing.assert_array_equal(atoms.get_stress(), fresh.get_stress())
+    assert (atoms.calc.graphs.rebuilds, fresh.calc.graphs.rebuilds) == (1, 3)
 
 
 def test_raw_first_then_average_reuses_the_raw_result_in_the_extras(tiny_model, water_cell):
