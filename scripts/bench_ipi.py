@@ -18,7 +18,8 @@ i-PI computes the start forces before the clock starts (connection, INIT).
   step, 2i − raw every 10: outer step 5 fs, ``<nmts>[1, 10]</nmts>``).
 - ``overhead``: raw NVE steps as i-PI sees them against the time pet-driver spent in the model for
   the same steps (it logs that when a socket ends), and pet-driver's channel called in this process
-  against its own model time in the same call (neighbour list, checks, conversions): differences
+  against its own model time in the same call (neighbour list, checks, conversions), along a random
+  walk, with the default skin and with ``--skin 0`` (a new list per call): differences
   taken round by round, so that a load that changes during the run cancels out.
 
     python scripts/bench_ipi.py                          # all parts, default sizes
@@ -170,8 +171,9 @@ def overhead_part(bench, args, model, n_molecules, address):
     steps, and pet-driver's channel in-process against its own model time in the same call."""
     structure = benchlib.structure(n_molecules)
     atoms = benchlib.ipi_frame(structure)  # as the driver sees it
-    channel = Channel(model, "raw")
+    channels = {"channel": Channel(model, "raw"), "channel, skin 0": Channel(model, "raw", skin=0.0)}
     rng = np.random.default_rng(2)
+    walk = [atoms.positions.copy()]  # a random walk of ~MD steps, shared by both channels
 
     def through_ipi(round_index):
         name = address(round_index, "raw")
@@ -182,22 +184,28 @@ def overhead_part(bench, args, model, n_molecules, address):
         requests, in_model = driver_report(bench, name)
         return seconds / OVERHEAD_STEPS, in_model / requests
 
-    def through_channel(round_index):  # new positions every call: no reuse of the last raw result
-        positions = atoms.positions + rng.normal(scale=1e-3, size=atoms.positions.shape)
-        structures = [Structure(positions, np.asarray(atoms.cell))]
-        before = channel.seconds
-        seconds, _ = timed(lambda: channel.evaluate(atoms.numbers, structures))
-        return seconds, channel.seconds - before
+    def through_channel(name):  # new positions every round: no reuse of the last raw result
+        channel = channels[name]
+
+        def measure(round_index):
+            if name == "channel":
+                walk[0] = walk[0] + rng.normal(scale=5e-3, size=walk[0].shape)
+            structures = [Structure(walk[0], np.asarray(atoms.cell))]
+            before = channel.seconds
+            seconds, _ = timed(lambda: channel.evaluate(atoms.numbers, structures))
+            return seconds, channel.seconds - before
+        return measure
 
     times = rounds(bench, args, f"overhead, {n_molecules} molecules",
-                   {"i-PI step": through_ipi, "channel": through_channel})
+                   {"i-PI step": through_ipi, **{name: through_channel(name) for name in channels}})
     step = benchlib.median([total for total, _ in times["i-PI step"]])
     model_time = benchlib.median([in_model for _, in_model in times["i-PI step"]])
     overhead = benchlib.median([total - in_model for total, in_model in times["i-PI step"]])
-    own_work = benchlib.median([total - in_model for total, in_model in times["channel"]])
+    own_work = {name: benchlib.median([total - in_model for total, in_model in times[name]]) for name in channels}
     return [n_molecules, benchlib.milliseconds(step), benchlib.milliseconds(model_time),
             benchlib.milliseconds(overhead), f"{100 * overhead / model_time:.1f}",
-            benchlib.milliseconds(own_work), benchlib.milliseconds(overhead - own_work)]
+            benchlib.milliseconds(own_work["channel"]), benchlib.milliseconds(overhead - own_work["channel"]),
+            benchlib.milliseconds(own_work["channel, skin 0"])]
 
 
 def driver_report(bench, address: str, wait: float = 30.0):
@@ -254,7 +262,7 @@ TABLES = {
                  f"i-PI blocks of {OVERHEAD_STEPS} steps)",
                  ["molecules", "i-PI step", "model (in the driver, same steps)", "overhead = step - model",
                   "overhead % of model", "of which the channel's own work (neighbour list, checks)",
-                  "of which i-PI + socket"]),
+                  "of which i-PI + socket", "channel's own work with --skin 0 (a new list per call)"]),
 }
 
 
