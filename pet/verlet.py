@@ -9,6 +9,7 @@ The graph is the same as :func:`pet.neighbors.build_graph` gives (same edges, sa
 """
 
 import threading
+from dataclasses import replace
 from typing import Optional, Sequence
 
 import numpy as np
@@ -74,9 +75,7 @@ class VerletGraphs:
         distances = np.sqrt(np.einsum("ea,ea->e", vectors, vectors))
         keep = distances < self.cutoff
         keep &= keep[listed.reverse]  # an edge and its reverse together, whatever the round-off
-        kept = listed.subset(keep)
-        kept.distances = distances[keep]
-        return kept
+        return replace(listed.subset(keep), distances=distances[keep])
 
     @staticmethod
     def _key_of(numbers, cells, pbcs) -> bytes:
