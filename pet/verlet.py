@@ -26,7 +26,7 @@ class VerletGraphs:
     """
 
     def __init__(self, cutoff: float, skin: float = 0.5):
-        if skin < 0:
+        if not skin >= 0:  # NaN too
             raise ValueError(f"the neighbour-list skin must be >= 0 Å, got {skin}")
         self.cutoff, self.skin = float(cutoff), float(skin)
         self.rebuilds = self.calls = 0
@@ -63,7 +63,8 @@ class VerletGraphs:
         self.rebuilds += 1
 
     def _still_valid(self, current: np.ndarray) -> bool:
-        moved = np.einsum("na,na->n", current - self._reference, current - self._reference)
+        displacements = current - self._reference
+        moved = np.einsum("na,na->n", displacements, displacements)
         return bool(moved.max(initial=0.0) <= (self.skin / 2) ** 2)
 
     def _within_cutoff(self, current: np.ndarray) -> Edges:

@@ -103,6 +103,8 @@ def test_skin_zero_builds_a_new_list_every_call_and_a_negative_skin_is_refused(b
     assert graphs.rebuilds == 3
     with pytest.raises(ValueError, match="skin must be >= 0"):
         VerletGraphs(CUTOFF, skin=-0.1)
+    with pytest.raises(ValueError, match="skin must be >= 0"):
+        VerletGraphs(CUTOFF, skin=float("nan"))
 
 
 def test_bad_positions_are_refused_before_the_list_is_used(bulk_frame):
