@@ -292,11 +292,15 @@ def test_weight_average_is_validated_saved_and_resumed(frames_file, tmp_path):
 
 @pytest.mark.parametrize("path", sorted(TRAINING_INPUTS.rglob("*.yaml")), ids=lambda p: p.stem)
 def test_shipped_training_configs_load(path):
-    """Every config under inputs/training/ has only known keys and a valid model; the size study's
-    configs differ in the model only."""
+    """Every config under inputs/training/ has only known keys and a valid model; a size study's
+    configs differ in the model only, and the study at another learning rate differs from the
+    first study in the peak learning rate only."""
     config = load_config(path)
     assert config["output"].startswith("runs/")
-    if path.parent.name == "size-study":
+    if path.parent.name.startswith("size-study"):
         reference = load_config(path.with_name("d64.yaml"))
         assert {k: v for k, v in config.items() if k not in ("model", "output")} == \
             {k: v for k, v in reference.items() if k not in ("model", "output")}
+        first = load_config(TRAINING_INPUTS / "size-study" / path.name)
+        first["training"]["learning_rate"] = config["training"]["learning_rate"]
+        assert {k: v for k, v in config.items() if k != "output"} == {k: v for k, v in first.items() if k != "output"}
