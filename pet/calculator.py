@@ -3,7 +3,6 @@
 from pathlib import Path
 from typing import Optional, Union
 
-import numpy as np
 import torch
 from ase.calculators.calculator import Calculator, all_changes
 
@@ -12,6 +11,7 @@ from grids.averaging import make_evaluator
 from . import checkpoint
 from .model import PET
 from .models import default_model_path
+from .neighbors import atoms_arrays
 from .verlet import VerletGraphs
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -72,8 +72,7 @@ class PETCalculator(Calculator):
         if len(self.atoms) == 0:
             raise ValueError("cannot evaluate an empty structure")
         parameter = next(self.model.parameters())
-        atoms = self.atoms
-        graph = self.graphs.graph([atoms.numbers], [atoms.positions], [np.asarray(atoms.cell)], [atoms.pbc])
+        graph = self.graphs.graph(*atoms_arrays(self.atoms))
         graph = graph.to(parameter.device, parameter.dtype)
         self.model.species_index(graph.numbers)
         periodic = bool(self.atoms.pbc.any() and abs(self.atoms.cell.volume) > 0)

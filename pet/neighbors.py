@@ -214,17 +214,18 @@ def build_graph(
     return assemble_graph(numbers, positions, cells, find_edges(numbers, positions, cells, pbcs, cutoff))
 
 
-def graph_from_atoms(frames, cutoff: float) -> Graph:
-    """Graph of one ``ase.Atoms`` or a list of them."""
+def atoms_arrays(frames):
+    """(numbers, positions, cells, pbcs), the arguments of :func:`build_graph`, of one
+    ``ase.Atoms`` or a list of them."""
     if not isinstance(frames, (list, tuple)):
         frames = [frames]
-    return build_graph(
-        [a.numbers for a in frames],
-        [a.positions for a in frames],
-        [np.asarray(a.cell) for a in frames],
-        [a.pbc for a in frames],
-        cutoff,
-    )
+    return ([a.numbers for a in frames], [a.positions for a in frames],
+            [np.asarray(a.cell) for a in frames], [a.pbc for a in frames])
+
+
+def graph_from_atoms(frames, cutoff: float) -> Graph:
+    """Graph of one ``ase.Atoms`` or a list of them."""
+    return build_graph(*atoms_arrays(frames), cutoff)
 
 
 def batch_graphs(graphs: Sequence[Graph]) -> Graph:
