@@ -9,7 +9,7 @@ so one graph serves every rotated copy of a structure and every model call at it
 
 from dataclasses import dataclass, fields, replace
 from functools import cached_property
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -130,24 +130,32 @@ class Edges:
     distances: np.ndarray
     reverse: np.ndarray
 
-    def subset(self, keep: np.ndarray) -> "Edges":
+    def subset(self, keep: np.ndarray, distances: Optional[np.ndarray] = None) -> "Edges":
         """The edges where the boolean ``keep`` (E,) is true, still sorted, reverses re-indexed
-        (``keep`` must hold an edge and its reverse together)."""
+        (``keep`` must hold an edge and its reverse together); ``distances`` (E,) Å, if given,
+        replace the stored ones."""
         kept = np.flatnonzero(keep)
         new_index = np.cumsum(keep) - 1
         return Edges(np.take(self.centers, kept), np.take(self.neighbors, kept),
-                     np.take(self.shifts, kept, axis=0), np.take(self.distances, kept),
+                     np.take(self.shifts, kept, axis=0),
+                     np.take(self.distances if distances is None else distances, kept),
                      np.take(new_index, np.take(self.reverse, kept)))
 
 
-def check_structures(numbers, positions) -> None:
-    """ValueError unless every ``positions[s]`` is a finite (len(numbers[s]), 3) array."""
-    for index, (z, pos) in enumerate(zip(numbers, positions)):
-        pos = np.asarray(pos)
+def check_structures(numbers, positions, cells) -> None:
+    """ValueError unless every ``positions[s]`` is a finite (len(numbers[s]), 3) array and every
+    ``cells[s]`` a finite (3, 3) one."""
+    if not len(numbers) == len(positions) == len(cells):
+        raise ValueError(f"{len(numbers)} lists of atomic numbers, {len(positions)} of positions "
+                         f"and {len(cells)} cells: one of each per structure")
+    for index, (z, pos, cell) in enumerate(zip(numbers, positions, cells)):
+        pos, cell = np.asarray(pos), np.asarray(cell)
         if pos.ndim != 2 or pos.shape[1] != 3 or len(pos) != len(z):
             raise ValueError(f"structure {index}: positions must have shape ({len(z)}, 3)")
         if not np.all(np.isfinite(pos)):
             raise ValueError(f"structure {index}: positions contain NaN or infinity")
+        if cell.shape != (3, 3) or not np.all(np.isfinite(cell)):
+            raise ValueError(f"structure {index}: the cell must be a finite (3, 3) array")
 
 
 def find_edges(numbers, positions, cells, pbcs, cutoff: float) -> Edges:
@@ -171,9 +179,10 @@ def find_edges(numbers, positions, cells, pbcs, cutoff: float) -> Edges:
     return Edges(i[order], j[order], shifts[order], distances[order], reverse)
 
 
-def assemble_graph(numbers, positions, cells, edges: Edges) -> Graph:
-    """The :class:`Graph` of structures (arguments as in :func:`build_graph`) and their ``edges``
-    (float64 on the CPU): the padded slots of every atom's row are laid out here."""
+def assemble_graph(numbers, positions: np.ndarray, cells, edges: Edges) -> Graph:
+    """The :class:`Graph` of structures and their ``edges`` (float64 on the CPU): ``numbers`` and
+    ``cells`` as in :func:`build_graph`, ``positions`` (N, 3) Å of all the structures' atoms
+    concatenated. The padded slots of every atom's row are laid out here."""
     n_atoms = sum(len(z) for z in numbers)
     i = edges.centers
     counts = np.bincount(i, minlength=n_atoms)
@@ -187,7 +196,7 @@ def assemble_graph(numbers, positions, cells, edges: Edges) -> Graph:
     return Graph(
         numbers=torch.as_tensor(np.concatenate([np.asarray(z, dtype=np.int64) for z in numbers])),
         structure=torch.as_tensor(np.concatenate(structure) if structure else np.zeros(0, np.int64)),
-        positions=torch.as_tensor(np.concatenate([np.asarray(p, np.float64) for p in positions])),
+        positions=torch.as_tensor(np.asarray(positions, dtype=np.float64)),
         cells=torch.as_tensor(np.stack([np.asarray(c, np.float64) for c in cells])),
         centers=torch.as_tensor(i),
         neighbors=torch.as_tensor(edges.neighbors),
@@ -210,8 +219,14 @@ def build_graph(
     ``numbers[s]`` (n_s,) atomic numbers, ``positions[s]`` (n_s, 3) Å, ``cells[s]`` (3, 3) Å with
     lattice vectors as rows, ``pbcs[s]`` a bool or three bools.
     """
-    check_structures(numbers, positions)
-    return assemble_graph(numbers, positions, cells, find_edges(numbers, positions, cells, pbcs, cutoff))
+    check_structures(numbers, positions, cells)
+    edges = find_edges(numbers, positions, cells, pbcs, cutoff)
+    return assemble_graph(numbers, concatenated(positions), cells, edges)
+
+
+def concatenated(positions) -> np.ndarray:
+    """(N, 3) float64 array of the per-structure ``positions[s]`` (n_s, 3), one after another."""
+    return np.concatenate([np.asarray(p, dtype=np.float64) for p in positions]).reshape(-1, 3)
 
 
 def atoms_arrays(frames):

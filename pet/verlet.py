@@ -9,12 +9,11 @@ The graph is the same as :func:`pet.neighbors.build_graph` gives (same edges, sa
 """
 
 import threading
-from dataclasses import replace
 from typing import Optional, Sequence
 
 import numpy as np
 
-from .neighbors import Edges, Graph, assemble_graph, build_graph, check_structures, find_edges
+from .neighbors import Edges, Graph, assemble_graph, build_graph, check_structures, concatenated, find_edges
 
 
 class VerletGraphs:
@@ -47,13 +46,13 @@ class VerletGraphs:
         if self.skin == 0:
             self.rebuilds += 1
             return build_graph(numbers, positions, cells, pbcs, self.cutoff)
-        check_structures(numbers, positions)
+        check_structures(numbers, positions, cells)
         key = self._key_of(numbers, cells, pbcs)
-        current = np.concatenate([np.asarray(p, dtype=np.float64) for p in positions])
+        current = concatenated(positions)
         if key != self._key or not self._still_valid(current):
             self._rebuild(numbers, positions, cells, pbcs)
             self._key, self._reference = key, current
-        return assemble_graph(numbers, positions, cells, self._within_cutoff(current))
+        return assemble_graph(numbers, current, cells, self._within_cutoff(current))
 
     def _rebuild(self, numbers, positions, cells, pbcs) -> None:
         self._listed = find_edges(numbers, positions, cells, pbcs, self.cutoff + self.skin)
@@ -76,7 +75,7 @@ class VerletGraphs:
         distances = np.sqrt(np.einsum("ea,ea->e", vectors, vectors))
         keep = distances < self.cutoff
         keep &= keep[listed.reverse]  # an edge and its reverse together, whatever the round-off
-        return replace(listed.subset(keep), distances=distances[keep])
+        return listed.subset(keep, distances)
 
     @staticmethod
     def _key_of(numbers, cells, pbcs) -> bytes:

@@ -158,3 +158,7 @@ def test_bad_structures_are_rejected():
         build_graph([np.array([1])], [np.array([[np.nan, 0.0, 0.0]])], [np.zeros((3, 3))], [False], CUTOFF)
     with pytest.raises(ValueError, match="shape"):
         build_graph([np.array([1, 1])], [np.zeros((2, 2))], [np.zeros((3, 3))], [False], CUTOFF)
+    with pytest.raises(ValueError, match="cell must be a finite"):
+        build_graph([np.array([1])], [np.zeros((1, 3))], [np.full((3, 3), np.inf)], [True], CUTOFF)
+    with pytest.raises(ValueError, match="one of each per structure"):
+        build_graph([np.array([1])] * 2, [np.zeros((1, 3))] * 2, [np.zeros((3, 3))], [False] * 2, CUTOFF)
