@@ -13,15 +13,9 @@ from grids.averaging import GridAverage
 from pet.calculator import PETCalculator, load_model, resolve_dtype
 from pet.compute import compute
 from pet.neighbors import graph_from_atoms
+from rotate_atoms import rotated
 
 CUTOFF = 4.0
-
-
-def rotated(atoms, rotation):
-    copy = atoms.copy()
-    copy.positions = atoms.positions @ rotation.T
-    copy.cell = np.asarray(atoms.cell) @ rotation.T
-    return copy
 
 
 def test_results_equal_compute(tiny_checkpoint, tiny_model, water_cell):

@@ -12,16 +12,9 @@ from grids.averaging import GridAverage, RandomRotation, RawModel, make_evaluato
 from pet.compute import compute
 from pet.model import GEOMETRY_INIT_SCALE
 from pet.neighbors import graph_from_atoms
+from rotate_atoms import rotated
 
 CUTOFF = 4.0
-
-
-def rotated(atoms, rotation):
-    """A copy of ``atoms`` with positions and cell rotated, r → R r (rows: x → x Rᵀ)."""
-    copy = atoms.copy()
-    copy.positions = atoms.positions @ rotation.T
-    copy.cell = np.asarray(atoms.cell) @ rotation.T
-    return copy
 
 
 def evaluate(evaluator, atoms):
