@@ -142,12 +142,13 @@ class Edges:
                      np.take(new_index, np.take(self.reverse, kept)))
 
 
-def check_structures(numbers, positions, cells) -> None:
-    """ValueError unless every ``positions[s]`` is a finite (len(numbers[s]), 3) array and every
-    ``cells[s]`` a finite (3, 3) one."""
-    if not len(numbers) == len(positions) == len(cells):
-        raise ValueError(f"{len(numbers)} lists of atomic numbers, {len(positions)} of positions "
-                         f"and {len(cells)} cells: one of each per structure")
+def check_structures(numbers, positions, cells, pbcs) -> None:
+    """ValueError unless there are as many ``positions``, ``cells`` and ``pbcs`` as ``numbers``,
+    every ``positions[s]`` is a finite (len(numbers[s]), 3) array and every ``cells[s]`` a finite
+    (3, 3) one."""
+    if not len(numbers) == len(positions) == len(cells) == len(pbcs):
+        raise ValueError(f"{len(numbers)} lists of atomic numbers, {len(positions)} of positions, "
+                         f"{len(cells)} cells and {len(pbcs)} boundary conditions: one of each per structure")
     for index, (z, pos, cell) in enumerate(zip(numbers, positions, cells)):
         pos, cell = np.asarray(pos), np.asarray(cell)
         if pos.ndim != 2 or pos.shape[1] != 3 or len(pos) != len(z):
@@ -219,7 +220,7 @@ def build_graph(
     ``numbers[s]`` (n_s,) atomic numbers, ``positions[s]`` (n_s, 3) Å, ``cells[s]`` (3, 3) Å with
     lattice vectors as rows, ``pbcs[s]`` a bool or three bools.
     """
-    check_structures(numbers, positions, cells)
+    check_structures(numbers, positions, cells, pbcs)
     edges = find_edges(numbers, positions, cells, pbcs, cutoff)
     return assemble_graph(numbers, concatenated(positions), cells, edges)
 

@@ -46,7 +46,7 @@ class VerletGraphs:
         if self.skin == 0:
             self.rebuilds += 1
             return build_graph(numbers, positions, cells, pbcs, self.cutoff)
-        check_structures(numbers, positions, cells)
+        check_structures(numbers, positions, cells, pbcs)
         key = self._key_of(numbers, cells, pbcs)
         current = concatenated(positions)
         if key != self._key or not self._still_valid(current):

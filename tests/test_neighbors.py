@@ -162,3 +162,5 @@ def test_bad_structures_are_rejected():
         build_graph([np.array([1])], [np.zeros((1, 3))], [np.full((3, 3), np.inf)], [True], CUTOFF)
     with pytest.raises(ValueError, match="one of each per structure"):
         build_graph([np.array([1])] * 2, [np.zeros((1, 3))] * 2, [np.zeros((3, 3))], [False] * 2, CUTOFF)
+    with pytest.raises(ValueError, match="one of each per structure"):  # a structure without boundaries
+        build_graph([np.array([1])] * 2, [np.zeros((1, 3))] * 2, [np.zeros((3, 3))] * 2, [False], CUTOFF)
