@@ -10,13 +10,22 @@ Three comparisons, per cell (DESIGN.md section 7 quotes the paper's numbers):
 - RMSD between the raw- and the average-relaxed geometries of a cell: minimum-image differences
   of the atomic positions, their mean (a rigid translation) removed, root mean square in Å.
 
+Cells analysed in separate runs (a relaxation per session) are combined with ``--merge``: the
+earlier JSON results come first and the relative energies are recomputed over all the cells from
+the absolute energies each result stores; the results record the cell indices, the grid, the
+dtype and the model's SHA-256 so that only results of the same model are combined.
+
 Energies and forces come from :class:`pet.calculator.PETCalculator` with the given checkpoint
 (torch is imported only when this analysis runs).
 """
 
+import json
 import sys
+from pathlib import Path
+from typing import List, Tuple
 
 import ase.io
+from ase.io.formats import string2index
 import numpy as np
 
 from .errors import AnalysisError
@@ -64,6 +73,19 @@ def _evaluate(calculator, atoms):
     return atoms.get_potential_energy(), atoms.get_forces()
 
 
+def with_relative_energies(result: dict) -> dict:
+    """``result`` with ``relative_initial`` (and ``relative_relaxed`` where it has relaxed energies):
+    raw, avg and their difference, in meV/molecule, from the absolute energies of its cells."""
+    for stage in ("initial", "relaxed"):
+        energies = result.get(f"energy_{stage}")
+        if energies is None:
+            continue
+        relative = {key: relative_per_molecule(energies[key], result["n_molecules"]) for key in ("raw", "avg")}
+        relative["difference"] = relative["raw"] - relative["avg"]
+        result[f"relative_{stage}"] = relative
+    return result
+
+
 def compare_cells(cells, raw_calculator, avg_calculator, relaxed_raw=None, relaxed_avg=None) -> dict:
     """Per-cell force differences, relative energies and RMSDs (see the module docstring)."""
     n_molecules = [atoms.get_chemical_symbols().count("O") for atoms in cells]
@@ -76,10 +98,7 @@ def compare_cells(cells, raw_calculator, avg_calculator, relaxed_raw=None, relax
         energies["raw"].append(e_raw)
         energies["avg"].append(e_avg)
         forces.append(force_differences(f_raw, f_avg))
-    result = {"n_molecules": n_molecules, "forces_initial": forces,
-              "energy_initial": energies,
-              "relative_initial": {key: relative_per_molecule(value, n_molecules) for key, value in energies.items()}}
-    result["relative_initial"]["difference"] = result["relative_initial"]["raw"] - result["relative_initial"]["avg"]
+    result = {"n_molecules": n_molecules, "forces_initial": forces, "energy_initial": energies}
     if relaxed_raw is not None:
         relaxed = {"raw": [], "avg": []}
         result["rmsd_relaxed"] = []
@@ -89,9 +108,63 @@ def compare_cells(cells, raw_calculator, avg_calculator, relaxed_raw=None, relax
             relaxed["avg"].append(_evaluate(avg_calculator, atoms_avg)[0])
             result["rmsd_relaxed"].append(rmsd(atoms_raw.positions, atoms_avg.positions, np.asarray(atoms_raw.cell)))
         result["energy_relaxed"] = relaxed
-        result["relative_relaxed"] = {key: relative_per_molecule(value, n_molecules) for key, value in relaxed.items()}
-        result["relative_relaxed"]["difference"] = result["relative_relaxed"]["raw"] - result["relative_relaxed"]["avg"]
-    return result
+    return with_relative_energies(result)
+
+
+PER_CELL = ("cells", "n_molecules", "forces_initial", "rmsd_relaxed")
+"""The per-cell lists of a result; energy_initial and energy_relaxed hold one list per model."""
+
+
+def merge_results(earlier: List[Tuple[str, dict]], result: dict) -> dict:
+    """The cells of earlier results (name, JSON of this analysis) followed by those of ``result``,
+    relative energies taken over all of them.
+
+    They must share the grid, the model (SHA-256, where recorded: a missing one is reported on
+    stderr) and the dtype (where recorded); all or none of them must have relaxed geometries; a
+    cell may appear only once.
+    """
+    merged = {key: list(result[key]) for key in PER_CELL if key in result}
+    for stage in ("initial", "relaxed"):
+        if f"energy_{stage}" in result:
+            merged[f"energy_{stage}"] = {key: list(result[f"energy_{stage}"][key]) for key in ("raw", "avg")}
+    for name, other in reversed(earlier):
+        if "cells" not in other:
+            raise AnalysisError(f"{name} does not say which cells it holds (written before pet-analyze "
+                                'recorded them): add "cells": [indices from 0 in the cells file] to it')
+        for key in ("grid", "dtype", "model_sha256"):
+            if key in other and other[key] != result[key]:
+                raise AnalysisError(f"{name}: {key} {other[key]} differs from this run's {result[key]}")
+        if "model_sha256" not in other:
+            print(f"ice: {name} does not record its model's SHA-256: it is taken to be this run's model "
+                  f"({result['model']})", file=sys.stderr)
+        if ("energy_relaxed" in other) != ("energy_relaxed" in result):
+            raise AnalysisError(f"{name}: relaxed geometries in some results and not in others: merge "
+                                "results of the same kind")
+        repeated = sorted(set(other["cells"]) & set(merged["cells"]))
+        if repeated:
+            raise AnalysisError(f"{name}: cells {repeated} appear twice")
+        for key in PER_CELL:
+            if key in merged:
+                merged[key] = list(other[key]) + merged[key]
+        for stage in ("initial", "relaxed"):
+            if f"energy_{stage}" in merged:
+                for key in ("raw", "avg"):
+                    merged[f"energy_{stage}"][key] = list(other[f"energy_{stage}"][key]) + merged[f"energy_{stage}"][key]
+    return with_relative_energies(merged)
+
+
+def _read_results(paths) -> List[Tuple[str, dict]]:
+    results = []
+    for path in paths:
+        try:
+            results.append((path, json.loads(Path(path).read_text())))
+        except FileNotFoundError:
+            raise AnalysisError(f"{path}: no such file") from None
+        except (OSError, ValueError) as error:
+            raise AnalysisError(f"{path}: not a JSON file ({error})") from None
+        if not isinstance(results[-1][1], dict) or "energy_initial" not in results[-1][1]:
+            raise AnalysisError(f"{path}: not a result of pet-analyze ice")
+    return results
 
 
 def add_arguments(parser):
@@ -103,19 +176,38 @@ def add_arguments(parser):
                         help="positions trajectories of the raw-model relaxations, one per cell, in order")
     parser.add_argument("--relaxed-avg", nargs="+", metavar="TRAJ",
                         help="positions trajectories of the averaged-model relaxations, one per cell, in order")
+    parser.add_argument("--merge", nargs="+", metavar="JSON",
+                        help="earlier results of this analysis (same model, grid and dtype, other cells): "
+                             "their cells come first and the relative energies are taken over all cells")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
     parser.add_argument("--dtype", default="float64", choices=["float32", "float64"], help="default float64")
     parser.add_argument("--chunk-size", type=int, help="most rotated copies per forward pass")
 
 
-def run(args):
+def _read_cells(path, index) -> Tuple[List[int], List[ase.Atoms]]:
+    """The frames ``index`` (ASE syntax) of the cells file, with their indices from 0."""
     try:
-        cells = ase.io.read(args.cells, args.index)
+        selection = string2index(index)
+    except ValueError:
+        raise AnalysisError(f"--index {index}: not an ASE index (e.g. 3, 0:3, -1)") from None
+    try:
+        frames = ase.io.read(path, ":")
     except FileNotFoundError:
-        raise AnalysisError(f"{args.cells}: no such file") from None
+        raise AnalysisError(f"{path}: no such file") from None
     except Exception as error:
-        raise AnalysisError(f"{args.cells}: cannot read the cells ({type(error).__name__}: {error})") from None
-    cells = cells if isinstance(cells, list) else [cells]
+        raise AnalysisError(f"{path}: cannot read the cells ({type(error).__name__}: {error})") from None
+    indices = list(range(len(frames)))
+    try:
+        chosen = indices[selection] if isinstance(selection, slice) else [indices[selection]]
+    except IndexError:
+        raise AnalysisError(f"--index {index}: {path} holds {len(frames)} cells") from None
+    if not chosen:
+        raise AnalysisError(f"--index {index}: selects none of the {len(frames)} cells of {path}")
+    return chosen, [frames[k] for k in chosen]
+
+
+def run(args):
+    indices, cells = _read_cells(args.cells, args.index)
     if (args.relaxed_raw is None) != (args.relaxed_avg is None):
         raise AnalysisError("give both --relaxed-raw and --relaxed-avg, or neither")
     relaxed_raw = relaxed_avg = None
@@ -125,8 +217,10 @@ def run(args):
                 raise AnalysisError(f"{option}: {len(paths)} files for {len(cells)} cells")
         relaxed_raw = [_relaxed(path, atoms) for path, atoms in zip(args.relaxed_raw, cells)]
         relaxed_avg = [_relaxed(path, atoms) for path, atoms in zip(args.relaxed_avg, cells)]
+    earlier = _read_results(args.merge or [])
     from pet.calculator import PETCalculator, load_model
-    from pet.checkpoint import CheckpointError
+    from pet.checkpoint import CheckpointError, file_sha256
+    from pet.models import default_model_path
 
     try:
         model = load_model(args.model, args.device, args.dtype)
@@ -135,32 +229,37 @@ def run(args):
                                 chunk_size=args.chunk_size)
     except (CheckpointError, ValueError) as error:
         raise AnalysisError(str(error)) from None
-    result = compare_cells(cells, raw, average, relaxed_raw, relaxed_avg)
-    result.update({"grid": args.grid, "units": {"forces": "meV/angstrom", "relative": "meV/molecule",
-                                                "energy": "eV", "rmsd": "angstrom"}})
-    panels = 3 if relaxed_raw is not None else 2
-    fig, axes = figure(panels, width=4.5)
-    index = np.arange(1, len(cells) + 1)
-    axes[0].semilogy(index, [entry["mae"] for entry in result["forces_initial"]], "o-", label="MAE")
-    axes[0].semilogy(index, [entry["max_atom"] for entry in result["forces_initial"]], "s-", label="max atom")
+    model_path = Path(args.model or default_model_path())
+    provenance = {"grid": args.grid, "dtype": args.dtype, "model": str(model_path),
+                  "model_sha256": file_sha256(model_path)}
+    result = {"cells": indices, **compare_cells(cells, raw, average, relaxed_raw, relaxed_avg), **provenance}
+    if earlier:
+        result = {**merge_results(earlier, result), **provenance, "merged": [name for name, _ in earlier]}
+    result["units"] = {"forces": "meV/angstrom", "relative": "meV/molecule", "energy": "eV", "rmsd": "angstrom"}
+    relaxed = "rmsd_relaxed" in result
+    fig, axes = figure(3 if relaxed else 2, width=4.5)
+    number = np.asarray(result["cells"]) + 1
+    axes[0].semilogy(number, [entry["mae"] for entry in result["forces_initial"]], "o", label="MAE")
+    axes[0].semilogy(number, [entry["max_atom"] for entry in result["forces_initial"]], "s", label="max atom")
     axes[0].set(xlabel="cell", ylabel=f"|F_raw − F_{args.grid}| (meV/Å)", title="initial cells")
     axes[0].legend()
     for key, marker, colour in (("raw", "o", "C0"), ("avg", "s", "C1")):
-        axes[1].plot(index, result["relative_initial"][key], marker + "-", color=colour, label=f"{key} initial")
-        if relaxed_raw is not None:
-            axes[1].plot(index, result["relative_relaxed"][key], marker + "--", color=colour, mfc="none",
+        axes[1].plot(number, result["relative_initial"][key], marker, color=colour, label=f"{key} initial")
+        if relaxed:
+            axes[1].plot(number, result["relative_relaxed"][key], marker, color=colour, mfc="none",
                          label=f"{key} relaxed")
-    axes[1].set(xlabel="cell", ylabel="E/molecule − mean (meV)")
+    axes[1].axhline(0.0, color="0.7", lw=0.8)
+    axes[1].set(xlabel="cell", ylabel="E/molecule − mean over the cells (meV)")
     axes[1].legend(fontsize="small")
-    if relaxed_raw is not None:
-        axes[2].semilogy(index, result["rmsd_relaxed"], "o-")
+    if relaxed:
+        axes[2].semilogy(number, result["rmsd_relaxed"], "o")
         axes[2].set(xlabel="cell", ylabel="RMSD raw vs averaged relaxed (Å)")
     for axis in axes:
-        axis.set_xticks(index)
+        axis.set_xticks(number)
     worst = max(entry["max_atom"] for entry in result["forces_initial"])
-    message = (f"{len(cells)} cells: max |ΔF| {worst:.3g} meV/Å, relative energies differ by up to "
+    message = (f"{len(number)} cells: max |ΔF| {worst:.3g} meV/Å, relative energies differ by up to "
                f"{np.abs(result['relative_initial']['difference']).max():.3g} meV/molecule (initial)")
-    if relaxed_raw is not None:
+    if relaxed:
         message += (f", {np.abs(result['relative_relaxed']['difference']).max():.3g} (relaxed); "
                     f"RMSD up to {max(result['rmsd_relaxed']):.3g} Å")
     return result, fig, message

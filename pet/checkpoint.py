@@ -5,6 +5,7 @@ A checkpoint is a ``torch.save`` of a plain dict with ``format`` = "pet-ipi-chec
 ``weights_only=True`` (no code is unpickled).
 """
 
+import hashlib
 from pathlib import Path
 from typing import Optional, Union
 
@@ -69,6 +70,11 @@ def upgrade(checkpoint: dict) -> dict:
         checkpoint = UPGRADES[version](checkpoint)
         version = checkpoint["version"]
     return checkpoint
+
+
+def file_sha256(path: Union[str, Path]) -> str:
+    """The SHA-256 of a checkpoint file, hex: what results record to name the model they used."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def read(path: Union[str, Path]) -> dict:

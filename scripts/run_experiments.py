@@ -23,7 +23,6 @@ hold the lengths for a real study (GPU or HPC, scripts/hpc/).
 """
 
 import argparse
-import hashlib
 import json
 import subprocess
 import sys
@@ -165,10 +164,6 @@ def steps_of(run: Run, quick: bool, scale: float) -> int:
     return run.quick if quick else max(1, round(run.steps * scale))
 
 
-def sha256_of(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -188,6 +183,7 @@ def main(argv=None) -> int:
                         "runs/experiments-quick/results with --quick)")
     args = parser.parse_args(argv)
     from driver.ipi_input import shared_data_dir
+    from pet.checkpoint import file_sha256
     from pet.models import default_model_path
 
     unknown = [name for name in args.experiments if name not in EXPERIMENTS]
@@ -208,7 +204,7 @@ def main(argv=None) -> int:
     results = Path(args.results or (runs_dir / "results" if args.quick else REPO / "docs" / "results")).resolve()
     total, failed = 0.0, []
     shown = model.relative_to(REPO) if model.is_relative_to(REPO) else model
-    provenance = {"model": str(shown), "model_sha256": sha256_of(model), "quick": args.quick, "scale": args.scale}
+    provenance = {"model": str(shown), "model_sha256": file_sha256(model), "quick": args.quick, "scale": args.scale}
     for experiment in args.experiments:
         timings, steps, ok = {}, {}, True
         (results / experiment).mkdir(parents=True, exist_ok=True)

@@ -66,3 +66,40 @@ def test_ice_rejects_mismatched_relaxations(tmp_path, data_dir, tiny_checkpoint,
     errors = capsys.readouterr().err.strip().splitlines()
     assert "both --relaxed-raw and --relaxed-avg" in errors[0]
     assert "no checkpoint file" in errors[1]
+
+
+def test_ice_merge_matches_one_joint_run(tmp_path, data_dir, tiny_checkpoint, capsys):
+    cells_path = str(data_dir / "ice-ih-hayward-reimers.xyz")
+    common = ["--model", str(tiny_checkpoint), "--grid", "2", "--dtype", "float32"]
+    for index in ("0", "1", "0:2"):
+        assert main(["ice", cells_path, "--index", index, *common, "--out", str(tmp_path / index)]) == 0
+    joint = json.loads((tmp_path / "0:2.json").read_text())
+    single = json.loads((tmp_path / "1.json").read_text())
+    assert single["cells"] == [1] and single["relative_initial"]["raw"] == [0.0]
+    assert main(["ice", cells_path, "--index", "1", *common, "--merge", str(tmp_path / "0.json"),
+                 "--out", str(tmp_path / "merged")]) == 0
+    merged = json.loads((tmp_path / "merged.json").read_text())
+    assert merged["cells"] == [0, 1] and merged["n_molecules"] == [96, 96]
+    assert merged["model_sha256"] == joint["model_sha256"]
+    for key in ("raw", "avg", "difference"):
+        assert np.allclose(merged["relative_initial"][key], joint["relative_initial"][key], atol=1e-3)
+    assert np.allclose([entry["mae"] for entry in merged["forces_initial"]],
+                       [entry["mae"] for entry in joint["forces_initial"]], rtol=1e-5)
+
+    # results that must not be combined: the same cell twice, another grid, no record of the cells
+    other_grid = json.loads((tmp_path / "0.json").read_text())
+    other_grid["grid"] = "3i"
+    (tmp_path / "grid.json").write_text(json.dumps(other_grid))
+    del other_grid["cells"]
+    (tmp_path / "old.json").write_text(json.dumps(other_grid))
+    capsys.readouterr()
+    for earlier in ("1.json", "grid.json", "old.json"):
+        assert main(["ice", cells_path, "--index", "1", *common, "--merge", str(tmp_path / earlier),
+                     "--out", str(tmp_path / "bad")]) == 2
+    assert main(["ice", cells_path, "--index", "12", *common, "--out", str(tmp_path / "bad")]) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    errors = [line for line in errors if not line.startswith("ice: cell")]
+    assert "cells [1] appear twice" in errors[0]
+    assert "grid 3i differs" in errors[1]
+    assert "does not say which cells it holds" in errors[2]
+    assert "holds 9 cells" in errors[3]
