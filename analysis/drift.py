@@ -2,7 +2,8 @@
 
 The slope (eV/ps) is reported in meV per molecule per ns, with the standard error of the
 least-squares slope (which assumes independent residuals and so underestimates the error of a
-strongly correlated series).
+strongly correlated series). Several properties files give one fit each, side by side (the JSON
+then holds a list ``runs``, each with its ``label`` and ``file``).
 """
 
 import numpy as np
@@ -14,7 +15,8 @@ from .stats import linear_fit
 
 NAME = "drift"
 HELP = "drift of the conserved quantity in meV per molecule per ns, with the fit error"
-EXAMPLE = "pet-analyze drift nve.out --molecules 512 --out nve-drift"
+EXAMPLE = ("pet-analyze drift nve.out --molecules 512 --out nve-drift; several runs: "
+           "pet-analyze drift a/simulation.out b/simulation.out --labels a b --molecules 64 --out drifts")
 
 EV_PER_PS_TO_MEV_PER_NS = 1e6
 """meV/ns per eV/ps."""
@@ -35,25 +37,63 @@ def conserved_drift(time: np.ndarray, conserved: np.ndarray, n_molecules: int) -
 
 
 def add_arguments(parser):
-    parser.add_argument("properties", help="i-PI properties file with time and conserved columns")
+    parser.add_argument("properties", nargs="+", help="i-PI properties file(s) with time and conserved "
+                        "columns; several (runs of one system, e.g. different outer steps) are compared")
     parser.add_argument("--molecules", type=int, required=True, help="number of molecules in the system")
     parser.add_argument("--column", default="conserved", help="the conserved-quantity column (default conserved)")
+    parser.add_argument("--labels", nargs="+", metavar="LABEL",
+                        help="a name for each properties file in the plot and the JSON (default: the file names)")
+
+
+def _one_run(path, column_name, n_molecules) -> dict:
+    columns = read_properties(path)
+    time = column(columns, "time", path)
+    conserved = column(columns, column_name, path)
+    result = conserved_drift(time, conserved, n_molecules)
+    result["time"], result["conserved"] = time, conserved
+    return result
+
+
+def _plot_trace(axis, result, n_molecules, label):
+    time, conserved = result["time"], result["conserved"]
+    lines = axis.plot(time, 1e3 * (conserved - conserved[0]) / n_molecules, lw=0.8, label=label)
+    fit = 1e3 * (result["slope_eV_per_ps"] * time + result["intercept_eV"] - conserved[0]) / n_molecules
+    axis.plot(time, fit, "--", color="k" if label is None else lines[0].get_color(),
+              label=(f"{result['drift_meV_per_molecule_per_ns']:.3g} ± "
+                     f"{result['drift_error_meV_per_molecule_per_ns']:.2g} meV/molecule/ns"))
+
+
+def _summary(result) -> str:
+    return (f"{result['drift_meV_per_molecule_per_ns']:.4g} ± {result['drift_error_meV_per_molecule_per_ns']:.2g} "
+            f"meV/molecule/ns over {result['duration_ps']:.4g} ps")
 
 
 def run(args):
-    columns = read_properties(args.properties)
-    time = column(columns, "time", args.properties)
-    conserved = column(columns, args.column, args.properties)
-    result = conserved_drift(time, conserved, args.molecules)
-    result["time"], result["conserved"] = time, conserved
-    fig, (axis,) = figure(1, width=7.0)
-    per_molecule = 1e3 * (conserved - conserved[0]) / args.molecules
-    axis.plot(time, per_molecule, lw=0.8, label=args.column)
-    fit = 1e3 * (result["slope_eV_per_ps"] * time + result["intercept_eV"] - conserved[0]) / args.molecules
-    axis.plot(time, fit, "k--", label=(f"{result['drift_meV_per_molecule_per_ns']:.3g} ± "
-                                       f"{result['drift_error_meV_per_molecule_per_ns']:.2g} meV/molecule/ns"))
-    axis.set(xlabel="time (ps)", ylabel="change per molecule (meV)")
-    axis.legend()
-    message = (f"drift {result['drift_meV_per_molecule_per_ns']:.4g} ± "
-               f"{result['drift_error_meV_per_molecule_per_ns']:.2g} meV/molecule/ns over {result['duration_ps']:.4g} ps")
-    return result, fig, message
+    if args.labels is not None and len(args.labels) != len(args.properties):
+        raise AnalysisError(f"--labels: {len(args.labels)} labels for {len(args.properties)} files")
+    if len(args.properties) == 1:
+        result = _one_run(args.properties[0], args.column, args.molecules)
+        fig, (axis,) = figure(1, width=7.0)
+        _plot_trace(axis, result, args.molecules, args.column)
+        axis.set(xlabel="time (ps)", ylabel="change per molecule (meV)")
+        axis.legend()
+        return result, fig, "drift " + _summary(result)
+    labels = args.labels or args.properties
+    runs = [{"label": label, "file": path, **_one_run(path, args.column, args.molecules)}
+            for label, path in zip(labels, args.properties)]
+    fig, (traces, drifts) = figure(2, width=6.0)
+    for entry in runs:
+        _plot_trace(traces, entry, args.molecules, entry["label"])
+    traces.set(xlabel="time (ps)", ylabel=f"change of {args.column} per molecule (meV)")
+    traces.legend(fontsize="small")
+    position = np.arange(len(runs))
+    values = [entry["drift_meV_per_molecule_per_ns"] for entry in runs]
+    drifts.errorbar(position, values,
+                    yerr=[entry["drift_error_meV_per_molecule_per_ns"] for entry in runs], fmt="o", capsize=3)
+    drifts.axhline(0.0, color="0.7", lw=0.8)
+    drifts.set_yscale("symlog", linthresh=10.0)
+    drifts.set_ylim(3 * min(min(values), -10.0), 3 * max(max(values), 10.0))  # room above and below the points
+    drifts.set_xticks(position, labels)
+    drifts.set(ylabel="drift (meV/molecule/ns)")
+    message = "drift " + "; ".join(f"{entry['label']}: {_summary(entry)}" for entry in runs)
+    return {"runs": runs, "n_molecules": args.molecules}, fig, message

@@ -140,3 +140,20 @@ def test_drift_of_a_linear_conserved_quantity(tmp_path):
     expected_error = noise / np.sqrt(np.sum((time - time.mean()) ** 2)) * 1e6 / 64
     assert result["drift_error_meV_per_molecule_per_ns"] == pytest.approx(expected_error, rel=0.1)
     assert abs(result["drift_meV_per_molecule_per_ns"] - 50.0) < 4 * expected_error
+
+
+def test_drift_of_several_runs_side_by_side(tmp_path, capsys):
+    time = np.arange(400) * 0.005  # ps
+    paths = []
+    for k, slope in enumerate((0.0032, -0.0064)):  # eV/ps for 64 molecules: 50 and -100 meV/molecule/ns
+        paths.append(tmp_path / f"run{k}.out")
+        write_ipi_properties(paths[-1], [("time{picosecond}", time), ("conserved{electronvolt}", -10.0 + slope * time)])
+    paths = [str(path) for path in paths]
+    assert main(["drift", *paths, "--labels", "slow", "fast", "--molecules", "64", "--out", str(tmp_path / "d")]) == 0
+    result = json.loads((tmp_path / "d.json").read_text())
+    assert [entry["label"] for entry in result["runs"]] == ["slow", "fast"]
+    assert [entry["drift_meV_per_molecule_per_ns"] for entry in result["runs"]] == pytest.approx([50.0, -100.0])
+    assert (tmp_path / "d.png").stat().st_size > 0
+    capsys.readouterr()
+    assert main(["drift", *paths, "--labels", "one", "--molecules", "64", "--out", str(tmp_path / "x")]) == 2
+    assert "2 files" in capsys.readouterr().err
