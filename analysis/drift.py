@@ -54,11 +54,13 @@ def _one_run(path, column_name, n_molecules) -> dict:
     return result
 
 
-def _plot_trace(axis, result, n_molecules, label):
+def _plot_trace(axis, result, n_molecules, label, fit_colour=None):
+    """conserved(t) − conserved(0) per molecule (meV) and its fitted line (dashed; the trace's colour
+    unless ``fit_colour``)."""
     time, conserved = result["time"], result["conserved"]
     lines = axis.plot(time, 1e3 * (conserved - conserved[0]) / n_molecules, lw=0.8, label=label)
     fit = 1e3 * (result["slope_eV_per_ps"] * time + result["intercept_eV"] - conserved[0]) / n_molecules
-    axis.plot(time, fit, "--", color="k" if label is None else lines[0].get_color(),
+    axis.plot(time, fit, "--", color=fit_colour or lines[0].get_color(),
               label=(f"{result['drift_meV_per_molecule_per_ns']:.3g} ± "
                      f"{result['drift_error_meV_per_molecule_per_ns']:.2g} meV/molecule/ns"))
 
@@ -74,7 +76,7 @@ def run(args):
     if len(args.properties) == 1:
         result = _one_run(args.properties[0], args.column, args.molecules)
         fig, (axis,) = figure(1, width=7.0)
-        _plot_trace(axis, result, args.molecules, args.column)
+        _plot_trace(axis, result, args.molecules, args.column, fit_colour="k")
         axis.set(xlabel="time (ps)", ylabel="change per molecule (meV)")
         axis.legend()
         return result, fig, "drift " + _summary(result)
