@@ -123,11 +123,8 @@ def merge_results(earlier: List[Tuple[str, dict]], result: dict) -> dict:
     stderr) and the dtype (where recorded); all or none of them must have relaxed geometries; a
     cell may appear only once.
     """
-    merged = {key: list(result[key]) for key in PER_CELL if key in result}
-    for stage in ("initial", "relaxed"):
-        if f"energy_{stage}" in result:
-            merged[f"energy_{stage}"] = {key: list(result[f"energy_{stage}"][key]) for key in ("raw", "avg")}
-    for name, other in reversed(earlier):
+    seen = set(result["cells"])
+    for name, other in earlier:
         if "cells" not in other:
             raise AnalysisError(f"{name} does not say which cells it holds (written before pet-analyze "
                                 'recorded them): add "cells": [indices from 0 in the cells file] to it')
@@ -140,16 +137,16 @@ def merge_results(earlier: List[Tuple[str, dict]], result: dict) -> dict:
         if ("energy_relaxed" in other) != ("energy_relaxed" in result):
             raise AnalysisError(f"{name}: relaxed geometries in some results and not in others: merge "
                                 "results of the same kind")
-        repeated = sorted(set(other["cells"]) & set(merged["cells"]))
+        repeated = sorted(seen & set(other["cells"]))
         if repeated:
             raise AnalysisError(f"{name}: cells {repeated} appear twice")
-        for key in PER_CELL:
-            if key in merged:
-                merged[key] = list(other[key]) + merged[key]
-        for stage in ("initial", "relaxed"):
-            if f"energy_{stage}" in merged:
-                for key in ("raw", "avg"):
-                    merged[f"energy_{stage}"][key] = list(other[f"energy_{stage}"][key]) + merged[f"energy_{stage}"][key]
+        seen |= set(other["cells"])
+    parts = [other for _, other in earlier] + [result]
+    merged = {key: [value for part in parts for value in part[key]] for key in PER_CELL if key in result}
+    for energies in ("energy_initial", "energy_relaxed"):
+        if energies in result:
+            merged[energies] = {key: [value for part in parts for value in part[energies][key]]
+                                for key in ("raw", "avg")}
     return with_relative_energies(merged)
 
 
