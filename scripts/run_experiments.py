@@ -1,16 +1,19 @@
-"""Run every experiment of inputs/ at laptop scale, then its analyses: PNG + JSON per analysis.
+"""Run the experiments of inputs/ at laptop scale, then their analyses: PNG + JSON per analysis.
 
-    .venv/bin/python scripts/run_experiments.py                  # all five, the shipped model
+    .venv/bin/python scripts/run_experiments.py                  # the four of the study, the shipped model
+    .venv/bin/python scripts/run_experiments.py stability        # the 10 ps stability checks (long)
     .venv/bin/python scripts/run_experiments.py gas-nve ice-relax --model runs/small/best.pt
     .venv/bin/python scripts/run_experiments.py --quick --model tiny.pt   # a few steps each
 
 Runs go to ``runs/experiments/<experiment>/<variant>/`` (i-PI's outputs, pet-run's logs), the
-results of ``pet-analyze`` to ``docs/results/<experiment>/<variant>-<analysis>.{png,json}``, and
-for each experiment its provenance to ``docs/results/<experiment>/timings.json`` (the model's path
-and SHA-256, the steps of every run, the wall time of every step). ``--scale X`` multiplies the
-length of every run by X (``--scale 8``: gas-nvt runs of 4 ps instead of 0.5). ``--quick`` runs a few steps of each
-(to check the whole chain, e.g. with a tiny random model) into ``runs/experiments-quick/`` and
-writes its results there too, never into docs/results.
+results of ``pet-analyze`` to ``runs/experiments/results/<experiment>/<variant>-<analysis>.{png,json}``,
+and for each experiment its provenance to ``.../results/<experiment>/timings.json`` (the model's path
+and SHA-256, the steps of every run, the wall time of every step). ``--results docs/results``
+publishes them in the project's results folder instead, replacing the files of the same names
+(docs/results holds longer runs than these: look before you replace). ``--scale X`` multiplies the
+length of every run by X (``--scale 8``: gas-nvt runs of 4 ps instead of 0.5). ``--quick`` runs a
+few steps of each (to check the whole chain, e.g. with a tiny random model) into
+``runs/experiments-quick/``.
 
 The lengths (outer steps; see each input folder's README.md) are chosen for 23-30 minutes in all
 on a 2-core CPU with a model of inputs/training/small.yaml's size (estimated from the step costs
@@ -146,6 +149,8 @@ def analyses_of(experiment: str, runs_dir: Path, results: Path, model: str, shar
 
 
 EXPERIMENTS = ["gas-nve", "gas-nvt", "bulk-nvt", "ice-relax", "stability"]
+DEFAULT_EXPERIMENTS = EXPERIMENTS[:4]
+"""What runs when none is named: the study's four; ``stability`` (10 ps each) only when named."""
 
 
 def timed(command: List[str], label: str, timings: dict) -> bool:
@@ -164,12 +169,13 @@ def steps_of(run: Run, quick: bool, scale: float) -> int:
     return run.quick if quick else max(1, round(run.steps * scale))
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of this script."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split("\n\n", 1)[1])
-    parser.add_argument("experiments", nargs="*", default=EXPERIMENTS, metavar="EXPERIMENT",
-                        help=f"which to run (default all: {' '.join(EXPERIMENTS)})")
+    parser.add_argument("experiments", nargs="*", default=DEFAULT_EXPERIMENTS, metavar="EXPERIMENT",
+                        help=f"which to run, of {' '.join(EXPERIMENTS)} (default: {' '.join(DEFAULT_EXPERIMENTS)})")
     parser.add_argument("--model", help="PET checkpoint (default: $PET_IPI_MODEL or the shipped model)")
     parser.add_argument("--quick", action="store_true", help="a few steps per run, results under runs/")
     parser.add_argument("--scale", type=float, default=1.0, metavar="X",
@@ -179,8 +185,13 @@ def main(argv=None) -> int:
                              "shares the cores)")
     parser.add_argument("--analyze-only", action="store_true", help="only the analyses, of runs already done")
     parser.add_argument("--runs", help="where the runs go (default runs/experiments[-quick])")
-    parser.add_argument("--results", help="where the analyses go (default docs/results, "
-                        "runs/experiments-quick/results with --quick)")
+    parser.add_argument("--results", help="where the analyses go (default RUNS/results; "
+                        "docs/results to publish them)")
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     from driver.ipi_input import shared_data_dir
     from pet.checkpoint import file_sha256
@@ -201,7 +212,7 @@ def main(argv=None) -> int:
         return 2
     shared = shared_data_dir()
     runs_dir = Path(args.runs or REPO / "runs" / ("experiments-quick" if args.quick else "experiments")).resolve()
-    results = Path(args.results or (runs_dir / "results" if args.quick else REPO / "docs" / "results")).resolve()
+    results = Path(args.results or runs_dir / "results").resolve()
     total, failed = 0.0, []
     shown = model.relative_to(REPO) if model.is_relative_to(REPO) else model
     provenance = {"model": str(shown), "model_sha256": file_sha256(model), "quick": args.quick, "scale": args.scale}

@@ -30,13 +30,35 @@ def test_quick_gas_nve_runs_and_analyses(tmp_path, tiny_checkpoint):
             assert (results / "gas-nve" / f"{name}-{analysis}.png").is_file()
 
 
-def test_scale_multiplies_the_full_lengths():
+def load_script():
     spec = importlib.util.spec_from_file_location("run_experiments", REPO / "scripts" / "run_experiments.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
+
+
+def test_scale_multiplies_the_full_lengths():
+    module = load_script()
     gas_nvt = module.runs_of("gas-nvt", Path("runs"))
     assert [module.steps_of(run, False, 8.0) for run in gas_nvt] == [8000] * 6
     assert module.steps_of(gas_nvt[0], False, 1e-6) == 1 and module.steps_of(gas_nvt[0], True, 8.0) == 100
+
+
+def test_default_is_the_study_without_the_long_stability_checks():
+    args = load_script().build_parser().parse_args([])
+    assert args.experiments == ["gas-nve", "gas-nvt", "bulk-nvt", "ice-relax"]
+
+
+def test_results_stay_beside_the_runs_unless_published(tmp_path, tiny_checkpoint):
+    """Without --results nothing is written into docs/results (it holds the longer runs)."""
+    runs = tmp_path / "runs"
+    done = subprocess.run([sys.executable, str(REPO / "scripts" / "run_experiments.py"), "gas-nve",
+                           "--analyze-only", "--model", str(tiny_checkpoint), "--runs", str(runs)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1 and "FAILED" in done.stdout  # nothing to analyse
+    assert f"results in {runs / 'results'}" in done.stdout
+    report = json.loads((runs / "results" / "gas-nve" / "timings.json").read_text())
+    assert "gas-nve/raw-drift" in report["failed"]
 
 
 def test_unknown_experiment_and_missing_model_are_clear_errors(tmp_path):
