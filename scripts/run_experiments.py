@@ -15,9 +15,9 @@ length of every run by X (``--scale 8``: gas-nvt runs of 4 ps instead of 0.5). `
 few steps of each (to check the whole chain, e.g. with a tiny random model) into
 ``runs/experiments-quick/``.
 
-The lengths (outer steps; see each input folder's README.md) are chosen for 23-30 minutes in all
-on a 2-core CPU with a model of inputs/training/small.yaml's size (estimated from the step costs
-of a random model of that size): molecules in float64 (gas-nve, for energy conservation) or
+The lengths (outer steps; see each input folder's README.md) are chosen for about 25 minutes for
+the default four on a 2-core CPU with the shipped model (measured: 25.7 min with --threads 2;
+stability adds about 50 min): molecules in float64 (gas-nve, for energy conservation) or
 float32, the 64-molecule box in float32, the ice cells in float64 (in float32, atomic energies of
 ~-150 eV carry ~1e-5 eV of round-off each, ~1e-4 eV summed over a 288-atom cell, about i-PI's
 energy tolerance of 8e-5 eV for it: a float32 relaxation of cell 0 ran on at constant energy).
@@ -179,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", help="PET checkpoint (default: $PET_IPI_MODEL or the shipped model)")
     parser.add_argument("--quick", action="store_true", help="a few steps per run, results under runs/")
     parser.add_argument("--scale", type=float, default=1.0, metavar="X",
-                        help="multiply the length of every run by X (default 1: laptop scale, ~25-30 min in all)")
+                        help="multiply the length of every run by X (default 1: laptop scale, ~26 min for the default four)")
     parser.add_argument("--threads", type=int, metavar="N",
                         help="CPU threads of every pet-driver (default: torch's; 1 when another job "
                              "shares the cores)")
