@@ -52,6 +52,8 @@ def test_default_is_the_study_without_the_long_stability_checks():
 def test_results_stay_beside_the_runs_unless_published(tmp_path, tiny_checkpoint):
     """Without --results nothing is written into docs/results (it holds the longer runs)."""
     runs = tmp_path / "runs"
+    published = REPO / "docs" / "results" / "gas-nve" / "timings.json"
+    before = published.read_bytes()
     done = subprocess.run([sys.executable, str(REPO / "scripts" / "run_experiments.py"), "gas-nve",
                            "--analyze-only", "--model", str(tiny_checkpoint), "--runs", str(runs)],
                           capture_output=True, text=True, timeout=300)
@@ -59,6 +61,7 @@ def test_results_stay_beside_the_runs_unless_published(tmp_path, tiny_checkpoint
     assert f"results in {runs / 'results'}" in done.stdout
     report = json.loads((runs / "results" / "gas-nve" / "timings.json").read_text())
     assert "gas-nve/raw-drift" in report["failed"]
+    assert published.read_bytes() == before
 
 
 def test_unknown_experiment_and_missing_model_are_clear_errors(tmp_path):
