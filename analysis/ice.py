@@ -233,12 +233,19 @@ def run(args):
     if earlier:
         result = {**merge_results(earlier, result), **provenance, "merged": [name for name, _ in earlier]}
     result["units"] = {"forces": "meV/angstrom", "relative": "meV/molecule", "energy": "eV", "rmsd": "angstrom"}
+    return (result, *plot(result))
+
+
+def plot(result: dict):
+    """The figure of a result of this analysis (as ``run`` returns or its JSON holds) and a summary
+    line; the cells are labelled by their indices in the cells file, from 0 (as ``--frame``)."""
+    grid = result["grid"]
     relaxed = "rmsd_relaxed" in result
     fig, axes = figure(3 if relaxed else 2, width=4.5)
-    number = np.asarray(result["cells"]) + 1
+    number = np.asarray(result["cells"])
     axes[0].semilogy(number, [entry["mae"] for entry in result["forces_initial"]], "o", label="MAE")
     axes[0].semilogy(number, [entry["max_atom"] for entry in result["forces_initial"]], "s", label="max atom")
-    axes[0].set(xlabel="cell", ylabel=f"|F_raw − F_{args.grid}| (meV/Å)", title="initial cells")
+    axes[0].set(xlabel="cell (index from 0)", ylabel=f"|F_raw − F_{grid}| (meV/Å)", title="initial cells")
     axes[0].legend()
     for key, marker, colour in (("raw", "o", "C0"), ("avg", "s", "C1")):
         axes[1].plot(number, result["relative_initial"][key], marker, color=colour, label=f"{key} initial")
@@ -246,11 +253,11 @@ def run(args):
             axes[1].plot(number, result["relative_relaxed"][key], marker, color=colour, mfc="none",
                          label=f"{key} relaxed")
     axes[1].axhline(0.0, color="0.7", lw=0.8)
-    axes[1].set(xlabel="cell", ylabel="E/molecule − mean over the cells (meV)")
+    axes[1].set(xlabel="cell (index from 0)", ylabel="E/molecule − mean over the cells (meV)")
     axes[1].legend(fontsize="small")
     if relaxed:
         axes[2].semilogy(number, result["rmsd_relaxed"], "o")
-        axes[2].set(xlabel="cell", ylabel="RMSD raw vs averaged relaxed (Å)")
+        axes[2].set(xlabel="cell (index from 0)", ylabel="RMSD raw vs averaged relaxed (Å)")
     for axis in axes:
         axis.set_xticks(number)
     worst = max(entry["max_atom"] for entry in result["forces_initial"])
@@ -259,4 +266,4 @@ def run(args):
     if relaxed:
         message += (f", {np.abs(result['relative_relaxed']['difference']).max():.3g} (relaxed); "
                     f"RMSD up to {max(result['rmsd_relaxed']):.3g} Å")
-    return result, fig, message
+    return fig, message

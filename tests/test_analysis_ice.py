@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from analysis.cli import main
-from analysis.ice import relative_per_molecule
+from analysis.ice import plot, relative_per_molecule
 from ipi_outputs import write_ipi_xyz
 from pet.calculator import PETCalculator
 
@@ -33,7 +33,7 @@ def test_ice_forces_energies_and_rmsd(tmp_path, data_dir, tiny_checkpoint):
                                  [atoms.positions, wrapped], cell)
             relaxed[key].append(str(path))
     assert main(["ice", str(cells_path), "--index", "0:2", "--model", str(tiny_checkpoint), "--grid", "2",
-                 "--dtype", "float32",                 "--relaxed-raw", *relaxed["raw"], "--relaxed-avg", *relaxed["avg"],
+                 "--dtype", "float32", "--relaxed-raw", *relaxed["raw"], "--relaxed-avg", *relaxed["avg"],
                  "--out", str(tmp_path / "ice")]) == 0
     result = json.loads((tmp_path / "ice.json").read_text())
     assert result["n_molecules"] == [96, 96]
@@ -80,6 +80,9 @@ def test_ice_merge_matches_one_joint_run(tmp_path, data_dir, tiny_checkpoint, ca
                  "--out", str(tmp_path / "merged")]) == 0
     merged = json.loads((tmp_path / "merged.json").read_text())
     assert merged["cells"] == [0, 1] and merged["n_molecules"] == [96, 96]
+    # the plots label the cells by their indices in the cells file, as the tables and --frame do
+    assert [list(axis.get_xticks()) for axis in plot(single)[0].axes] == [[1], [1]]
+    assert list(plot(merged)[0].axes[1].get_xticks()) == [0, 1]
     assert merged["model_sha256"] == joint["model_sha256"]
     for key in ("raw", "avg", "difference"):
         assert np.allclose(merged["relative_initial"][key], joint["relative_initial"][key], atol=1e-3)
