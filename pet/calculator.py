@@ -1,5 +1,6 @@
 """ASE calculator for PET, raw or rotation-averaged."""
 
+import re
 from pathlib import Path
 from typing import Optional, Union
 
@@ -26,15 +27,34 @@ def resolve_dtype(dtype) -> torch.dtype:
     raise ValueError(f"dtype must be float32 or float64, got {dtype!r}")
 
 
+def parse_device(device) -> str:
+    """The name of ``device`` (a torch device or "cpu", "cuda", "cuda:N"), checked for its form only."""
+    name = str(device)
+    if not re.fullmatch(r"cpu|cuda(:[0-9]+)?", name):
+        raise ValueError(f"device must be cpu, cuda or cuda:N, got {device!r}")
+    return name
+
+
+def resolve_device(device) -> str:
+    """The name of ``device`` (see :func:`parse_device`), checked to exist on this machine."""
+    name = parse_device(device)
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {name!r} requested but torch sees no CUDA device")
+        index = int(name.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise ValueError(f"device {name!r} requested but torch sees {torch.cuda.device_count()} "
+                             "CUDA device(s)")
+    return name
+
+
 def load_model(model: Union[str, Path, PET, None], device="cpu", dtype=torch.float32) -> PET:
     """A PET from a checkpoint path, an existing module (moved to device/dtype), or None (shipped).
 
     A model loaded from a checkpoint is for evaluation: its parameters do not require gradients,
     so that autograd keeps about half the memory when it computes forces (an existing module is
     left as it is, it may be in training)."""
-    dtype = resolve_dtype(dtype)
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' requested but torch sees no CUDA device")
+    dtype, device = resolve_dtype(dtype), resolve_device(device)
     if isinstance(model, PET):
         return model.to(device=device, dtype=dtype).eval()
     loaded = checkpoint.load(default_model_path() if model is None else model, device, dtype)

@@ -6,6 +6,8 @@ A checkpoint is a ``torch.save`` of a plain dict with ``format`` = "pet-ipi-chec
 """
 
 import hashlib
+import pickle
+import zipfile
 from pathlib import Path
 from typing import Optional, Union
 
@@ -77,8 +79,24 @@ def file_sha256(path: Union[str, Path]) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+def _unreadable_reason(path: Path, error: Exception) -> str:
+    """Why ``torch.load`` could not read ``path``, in a few words (torch's own message is long)."""
+    with open(path, "rb") as handle:
+        start = handle.read(4)
+    if not start:
+        return "the file is empty"
+    if start != b"PK\x03\x04":  # torch.save writes a zip archive
+        return "not a file written by torch.save"
+    if not zipfile.is_zipfile(path):
+        return "a torch file cut short or damaged"
+    if isinstance(error, pickle.UnpicklingError):
+        return "it holds Python objects, not only tensors and plain data"
+    lines = str(error).strip().splitlines()
+    return f"a damaged torch file: {lines[0] if lines else type(error).__name__}"
+
+
 def read(path: Union[str, Path]) -> dict:
-    """The checkpoint dict stored in ``path``, upgraded; clear errors for anything else."""
+    """The checkpoint dict stored in ``path``, upgraded; one-line errors for anything else."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint file at {path}")
@@ -87,22 +105,46 @@ def read(path: Union[str, Path]) -> dict:
         with torch.serialization.safe_globals([torch.torch_version.TorchVersion]):
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        raise CheckpointError(f"{path} is not a readable checkpoint ({type(error).__name__}: {error})") from None
+        reason = _unreadable_reason(path, error)
+        raise CheckpointError(f"{path} is not a pet-ipi checkpoint ({reason})") from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a pet-ipi checkpoint (no '{FORMAT}' format field)")
     return upgrade(checkpoint)
 
 
-def model_from_dict(checkpoint: dict) -> PET:
-    """Rebuild the model of a checkpoint dict."""
+def _some(names, shown: int = 3) -> str:
+    """The first ``shown`` of ``names`` (sorted), and how many more there are."""
+    names = sorted(names)
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
+
+
+def _weight_mismatch(model: PET, state_dict: dict) -> str:
+    """How ``state_dict`` fails to fit ``model`` (missing, unexpected, misshapen weights), or ""."""
+    expected = model.state_dict()
+    missing = set(expected) - set(state_dict)
+    unexpected = set(state_dict) - set(expected)
+    misshapen = {name for name in set(expected) & set(state_dict)
+                 if tuple(getattr(state_dict[name], "shape", ())) != tuple(expected[name].shape)}
+    problems = [f"{len(names)} {kind} weight(s) ({_some(names)})"
+                for kind, names in (("missing", missing), ("unexpected", unexpected),
+                                    ("wrongly shaped", misshapen)) if names]
+    return "; ".join(problems)
+
+
+def model_from_dict(checkpoint: dict, source: str = "checkpoint content") -> PET:
+    """Rebuild the model of a checkpoint dict (``source``: what errors call it)."""
     try:
         model = PET(PETHypers.from_dict(checkpoint["hypers"]), checkpoint["species"])
+        mismatch = _weight_mismatch(model, checkpoint["state_dict"])
+        if mismatch:
+            raise ValueError(mismatch)
         model.load_state_dict(checkpoint["state_dict"])
-    except (KeyError, RuntimeError, TypeError, ValueError) as error:
-        raise CheckpointError(f"checkpoint content does not describe a PET model: {error}") from None
+    except (AttributeError, KeyError, RuntimeError, TypeError, ValueError) as error:
+        raise CheckpointError(f"{source} does not describe a PET model: {error}") from None
     return model
 
 
 def load(path: Union[str, Path], device="cpu", dtype=torch.float32) -> PET:
     """The model stored at ``path``, in eval mode, on ``device`` in ``dtype``."""
-    return model_from_dict(read(path)).to(device=device, dtype=dtype).eval()
+    return model_from_dict(read(path), f"checkpoint {path}").to(device=device, dtype=dtype).eval()

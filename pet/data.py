@@ -141,15 +141,21 @@ def read_structures(path) -> List[Atoms]:
     return frames
 
 
+def missing_labels(atoms: Atoms) -> List[str]:
+    """Which of "energy" and "forces" ``atoms`` does not carry (a file's stored labels)."""
+    results = getattr(atoms.calc, "results", None) or {}
+    return [name for name in ("energy", "forces") if results.get(name) is None]
+
+
 def read_frames(path) -> List[Atoms]:
     """Labelled frames (energy in eV, forces in eV/Å) from an ASE-readable file in Å/eV."""
     labelled = []
     for number, atoms in enumerate(read_structures(path)):
-        try:
-            energy, forces = atoms.get_potential_energy(), atoms.get_forces()
-        except Exception:
-            raise DataError(f"{path}: frame {number} has no energy and forces") from None
-        labelled.append(_labelled(atoms, energy, forces))
+        missing = missing_labels(atoms)
+        if missing:
+            raise DataError(f"{path}: frame {number} has no {' and no '.join(missing)} "
+                            "(training needs both an energy and forces)")
+        labelled.append(_labelled(atoms, atoms.get_potential_energy(), atoms.get_forces()))
     return labelled
 
 

@@ -14,10 +14,11 @@ rounding of total energies of ~10^4 eV reaches meV, the size of the errors measu
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -26,7 +27,7 @@ from grids.averaging import make_evaluator
 from grids.quadrature import parse_grid_spec, rotation_grid
 
 from . import checkpoint
-from .calculator import load_model
+from .calculator import load_model, resolve_device
 from .data import DataError, default_dataset, read_structures
 from .model import PET
 from .models import default_model_path
@@ -101,24 +102,37 @@ def parse_frame_slice(text: Optional[str]) -> slice:
     return slice(*values)
 
 
+def check_split_fits(n_frames: int, split: dict, source: str, whole_file: bool = False) -> None:
+    """DataError unless a file of ``n_frames`` frames can be the one the checkpoint's ``split``
+    was made on: exactly as many frames as the split when it was made on the ``whole_file`` (no
+    max_frames), at least as many otherwise, and every index of the split in range."""
+    made_on = split.get("n_frames", 0)
+    if n_frames < made_on or (whole_file and n_frames != made_on):
+        raise DataError(f"{source} has {n_frames} frames but the checkpoint's split was made on "
+                        f"{'all ' if whole_file else ''}{made_on} frames of {split.get('path', '?')}: "
+                        "pass the data it was trained on with --data, or use --subset all")
+    largest = max((int(i) for part in ("train", "validation", "test") for i in split.get(part, [])),
+                  default=-1)
+    if largest >= n_frames:
+        raise DataError(f"the checkpoint's split refers to frame {largest}; {source} has {n_frames}")
+
+
 def select_frames(n_frames: int, split: dict, subset: str, max_frames: Optional[int],
-                  source: str, frames: slice = slice(None)) -> List[int]:
-    """Indices of the frames to evaluate: the checkpoint split's ``subset`` or all, then the
-    ``frames`` slice of those, at most ``max_frames``."""
+                  source: str, frames: slice = slice(None), whole_file: bool = False) -> List[int]:
+    """Indices of the frames to evaluate: the checkpoint split's ``subset`` (checked by
+    :func:`check_split_fits`) or all, then the ``frames`` slice of those, at most ``max_frames``."""
     if subset == "all":
         indices = list(range(n_frames))
     else:
         if not split.get(subset):
             raise DataError(f"the checkpoint records no '{subset}' split: use --subset all")
-        if n_frames < split.get("n_frames", 0):
-            raise DataError(f"{source} has {n_frames} frames but the checkpoint's split was made on "
-                            f"{split['n_frames']} (from {split.get('path', '?')})")
+        check_split_fits(n_frames, split, source, whole_file)
         indices = [int(i) for i in split[subset]]
-        if max(indices) >= n_frames:
-            raise DataError(f"the '{subset}' split refers to frame {max(indices)}; {source} has {n_frames}")
-    indices = indices[frames]
-    if not indices:
-        raise DataError(f"--frames selects no frame of the {n_frames} in {source}")
+    selected = indices[frames]
+    if not selected:
+        which = "" if subset == "all" else f"{subset} "
+        raise DataError(f"--frames selects no frame of the {len(indices)} {which}frame(s) of {source}")
+    indices = selected
     if max_frames is not None:
         indices = indices[:max_frames]
     return indices
@@ -277,6 +291,49 @@ def _progress_printer(stream=sys.stderr, every_s: float = 5.0):
     return progress
 
 
+def training_data_config(stored: dict) -> Optional[dict]:
+    """The ``data`` section of the training config a checkpoint dict records, or None."""
+    config = (stored.get("metadata") or {}).get("config")
+    data = config.get("data") if isinstance(config, dict) else None
+    return data if isinstance(data, dict) else None
+
+
+def data_file(given: Optional[str], stored: dict) -> Path:
+    """The file of the frames: ``given`` (--data), else the one the checkpoint's split records,
+    else the default data set (when the split records no file, or the model was trained on the
+    default data set and the recorded file is not here). DataError when the recorded file of
+    other data is not found: indices of one file must not be applied to another."""
+    if given:
+        return Path(given)
+    recorded = (stored.get("split") or {}).get("path")
+    if not recorded:
+        return default_dataset()
+    if Path(recorded).is_file():
+        return Path(recorded)
+    trained_on = training_data_config(stored)
+    if trained_on is not None and trained_on.get("path") is None:
+        return default_dataset()
+    raise DataError(f"the checkpoint's data file {recorded} is not found (moved, or a relative "
+                    "path from another directory): pass the data file with --data")
+
+
+def output_files(prefix: Path) -> Tuple[Path, Path]:
+    """(PREFIX.json, PREFIX.png) for --out PREFIX, checked to be writable (the folder is created)
+    before any frame is evaluated; ValueError naming --out otherwise."""
+    json_path, png_path = (prefix.with_name(prefix.name + suffix) for suffix in (".json", ".png"))
+    try:
+        prefix.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ValueError(f"--out {prefix}: cannot create the folder {prefix.parent}: "
+                         f"{error.strerror}") from None
+    for path in (json_path, png_path):
+        if path.is_dir():
+            raise ValueError(f"--out {prefix}: {path} is a directory")
+    if not os.access(prefix.parent, os.W_OK):
+        raise ValueError(f"--out {prefix}: the folder {prefix.parent} is not writable")
+    return json_path, png_path
+
+
 def run(args) -> dict:
     """Everything :func:`main` does but printing the table; returns the JSON report."""
     started = time.time()
@@ -289,22 +346,25 @@ def run(args) -> dict:
     if args.chunk_size is not None and args.chunk_size < 1:
         raise ValueError(f"--chunk-size must be at least 1, got {args.chunk_size}")
     frame_slice = parse_frame_slice(args.frames)
+    try:
+        device = resolve_device(args.device)
+    except ValueError as error:
+        raise ValueError(f"--device: {error}") from None
+    outputs = output_files(Path(args.out)) if args.out else None
 
     model_path = Path(args.model) if args.model else default_model_path()
     stored = checkpoint.read(model_path)
     split = stored.get("split") or {}
-    model = load_model(checkpoint.model_from_dict(stored), args.device, args.dtype)
+    model = load_model(checkpoint.model_from_dict(stored, f"checkpoint {model_path}"), device, args.dtype)
     subset = args.subset or ("all" if args.data else "test")
     if subset != "all" and not split:
         raise DataError(f"{model_path} records no data split: use --subset all (with --data FILE)")
-    if args.data:
-        data = Path(args.data)
-    elif split.get("path") and Path(split["path"]).is_file():
-        data = Path(split["path"])
-    else:
-        data = default_dataset()
+    data = data_file(args.data, stored)
     structures = read_structures(data)
-    indices = select_frames(len(structures), split, subset, args.max_frames, str(data), frame_slice)
+    trained_on = training_data_config(stored)
+    whole_file = trained_on is not None and trained_on.get("max_frames") is None
+    indices = select_frames(len(structures), split, subset, args.max_frames, str(data), frame_slice,
+                            whole_file)
     structures = [structures[i] for i in indices]
     check_species(model, structures)
     n_labelled = sum(any(x is not None for x in labels(a)) for a in structures)
@@ -318,17 +378,14 @@ def run(args) -> dict:
     report = {"model": str(model_path), "data": str(data), "subset": subset,
               "n_frames": len(structures), "frame_indices": indices,
               "n_atoms": [len(a) for a in structures], "labelled_frames": n_labelled,
-              "device": args.device, "dtype": args.dtype, "units": UNITS}
+              "device": device, "dtype": args.dtype, "units": UNITS}
     report.update(evaluate(model, structures, grids, args.reference, accuracy, args.chunk_size,
                            progress=_progress_printer()))
     report["seconds"] = time.time() - started
     report["files"] = []
-    if args.out:
-        prefix = Path(args.out)
-        prefix.parent.mkdir(parents=True, exist_ok=True)
-        json_path = prefix.with_name(prefix.name + ".json")
+    if outputs:
+        json_path, png_path = outputs
         report["files"].append(str(json_path))
-        png_path = prefix.with_name(prefix.name + ".png")
         if report["symmetry"] and plot_symmetry(report["symmetry"], png_path):
             report["files"].append(str(png_path))
         json_path.write_text(json.dumps(report, indent=1) + "\n")
@@ -343,8 +400,9 @@ def main(argv=None) -> int:
         epilog="examples: pet-eval runs/small/best.pt;  pet-eval --data trajectory.xyz --grids raw,2i "
                "--out symmetry-md")
     parser.add_argument("model", nargs="?", help="checkpoint (default: $PET_IPI_MODEL or the shipped model)")
-    parser.add_argument("--data", help="any ASE-readable file or i-PI xyz trajectory (default: the data "
-                        "set of the checkpoint's split, else pet.data's default data set)")
+    parser.add_argument("--data", help="any ASE-readable file or i-PI xyz trajectory (default: the file "
+                        "the checkpoint's split records, an error if it is not found unless the model "
+                        "was trained on the default data set; else pet.data's default data set)")
     parser.add_argument("--subset", choices=SUBSETS, help="frames of the checkpoint's split to "
                         "evaluate (default: test without --data, all with --data)")
     parser.add_argument("--frames", metavar="START:STOP:STEP",
@@ -357,7 +415,8 @@ def main(argv=None) -> int:
     parser.add_argument("--accuracy-grid", default="",
                         help="also the accuracy of these averaged models, e.g. 2i or 2i,3i")
     parser.add_argument("--out", help="write PREFIX.json and PREFIX.png (the symmetry plot)")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="cpu",
+                        help="torch device: cpu, cuda or cuda:N (default: %(default)s)")
     parser.add_argument("--dtype", default="float64", choices=("float32", "float64"))
     parser.add_argument("--chunk-size", type=int, help="most rotated copies per forward pass")
     args = parser.parse_args(argv)

@@ -1,7 +1,7 @@
 """``pet-train CONFIG.yaml``: train PET on energies and forces with rotational augmentation.
 
 The protocol of the paper (DESIGN.md section 3): Adam without weight decay, a one-cycle learning
-rate (linear warm-up, a high rate, then a sharp cosine drop), loss
+rate (a warm-up, a high rate, then a sharp cosine drop; :mod:`pet.schedule`), loss
 w_E · MSE(E per atom)/σ_E² + w_F · MSE(F)/σ_F² (σ from the training set), a new random proper or
 improper rotation of every structure at every epoch, the best checkpoint by validation force MAE,
 early stopping, periodic checkpoints and automatic resume from ``OUTPUT/last.pt``.
@@ -15,26 +15,33 @@ as best.pt (last.pt keeps the optimiser's weights and the average, to resume).
 
 import argparse
 import contextlib
+import copy
 import json
 import logging
 import math
 import sys
 import time
+from dataclasses import fields
 from pathlib import Path
+from typing import List, Optional
 
 import numpy as np
 import torch
 import yaml
+from ase.data import chemical_symbols
 
 from grids.quadrature import random_rotation
 
 from . import checkpoint
-from .calculator import resolve_dtype
+from .calculator import parse_device, resolve_device, resolve_dtype
 from .compute import compute
 from .data import DataError, default_dataset, read_frames, split_indices
 from .hypers import PETHypers
 from .model import PET
 from .neighbors import batch_graphs, graph_from_atoms
+from .rules import (BOOLEAN, NON_NEGATIVE_NUMBER, PATH, POSITIVE_INTEGER, POSITIVE_NUMBER, Rule,
+                    as_number, choice, integer, nullable, number)
+from .schedule import OneCycle
 
 DEFAULTS = {
     "model": {},
@@ -55,12 +62,67 @@ PROGRESS_EVERY = 100
 """Batches between two progress lines inside an epoch."""
 
 
+RUNTIME_KEYS = ("device", "threads", "validate_every", "max_hours", "patience")
+"""Training keys that say where, how fast and how long to run, not what is trained: a resumed run
+may change them."""
+
+RESUME_STATE = ("optimizer", "scheduler", "rng", "torch_rng", "since_best")
+"""What last.pt holds besides the weights, to resume."""
+
+
 class ConfigError(ValueError):
     """An invalid training configuration."""
 
 
-def load_config(path) -> dict:
-    """The YAML config at ``path`` merged over :data:`DEFAULTS`, checked for unknown keys."""
+def _split_fractions(value) -> list:
+    """``value`` as three positive numbers (train, validation, test) summing to 1."""
+    if not isinstance(value, (list, tuple)) or len(value) != 3:
+        raise ValueError(f"not three numbers: {value!r}")
+    fractions = [as_number(x) for x in value]
+    if min(fractions) <= 0 or abs(sum(fractions) - 1) > 1e-9:
+        raise ValueError(f"not positive, summing to 1: {fractions}")
+    return fractions
+
+
+MODEL_RULES = {field.name: POSITIVE_NUMBER if field.type is float else POSITIVE_INTEGER
+               for field in fields(PETHypers)}
+"""The ``model`` section: PET's hypers (pet.hypers.PETHypers), lengths in Å."""
+
+DATA_RULES = {
+    "path": nullable(PATH, "the default data set"),
+    "max_frames": nullable(integer(3), "all frames"),
+    "fractions": Rule("three positive numbers summing to 1, e.g. [0.9, 0.05, 0.05]", _split_fractions),
+    "seed": integer(0),
+}
+
+TRAINING_RULES = {
+    "epochs": POSITIVE_INTEGER,
+    "batch_size": POSITIVE_INTEGER,
+    "learning_rate": POSITIVE_NUMBER,
+    "warmup_fraction": number("a number in [0, 1]", lambda x: 0 <= x <= 1),
+    "final_lr_ratio": number("a number in (0, 1]", lambda x: 0 < x <= 1),
+    "energy_weight": NON_NEGATIVE_NUMBER,
+    "force_weight": NON_NEGATIVE_NUMBER,
+    "force_only_epochs": integer(0),
+    "augment": BOOLEAN,
+    "symmetry_weight": NON_NEGATIVE_NUMBER,
+    "patience": nullable(POSITIVE_INTEGER, "no early stop"),
+    "seed": integer(0),
+    "device": Rule("cpu, cuda or cuda:N", parse_device),
+    "dtype": choice("float32", "float64"),
+    "threads": nullable(POSITIVE_INTEGER, "torch's default"),
+    "validate_every": POSITIVE_INTEGER,
+    "max_hours": nullable(POSITIVE_NUMBER, "no limit"),
+    "init_from": nullable(PATH, "new weights"),
+    "ema_decay": nullable(number("a number in [0, 1)", lambda x: 0 <= x < 1), "off"),
+}
+
+SECTION_RULES = {"model": MODEL_RULES, "data": DATA_RULES, "training": TRAINING_RULES}
+
+
+def load_config(path, output: Optional[str] = None) -> dict:
+    """The YAML config at ``path`` merged over :data:`DEFAULTS` and checked (:func:`merge_config`);
+    ``output`` (pet-train's --output) replaces its output directory."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"no config file at {path}")
@@ -68,36 +130,132 @@ def load_config(path) -> dict:
         user = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as error:
         raise ConfigError(f"{path} is not valid YAML: {' '.join(str(error).split())}") from None
-    return merge_config(user, source=str(path))
+    return merge_config(user, source=str(path), output=output)
 
 
-def merge_config(user: dict, source: str = "config") -> dict:
+def merge_config(user: dict, source: str = "config", output: Optional[str] = None) -> dict:
+    """``user`` (a config as read from YAML) merged over :data:`DEFAULTS`, every key checked
+    against :data:`SECTION_RULES`: an unknown key or a value of the wrong type or range is a
+    one-line :class:`ConfigError` that names it and says what it allows. Numbers written as 1e-3
+    (strings to PyYAML) are read as numbers. ``output`` (--output) replaces the config's output.
+    Nothing is read from disk here (see :func:`check_environment`)."""
+    _check_sections(user, source)
+    config = {"model": dict(user.get("model") or {})}
+    for section in ("data", "training"):
+        config[section] = {**DEFAULTS[section], **(user.get(section) or {})}
+    for section in SECTION_RULES:
+        config[section] = _checked_section(config[section], section, source)
+    config["output"] = _checked_output(output or user.get("output", DEFAULTS["output"]), source,
+                                       from_option=bool(output))
+    try:
+        PETHypers.from_dict(config["model"])
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{source}: model: {error}") from None
+    if config["training"]["energy_weight"] == config["training"]["force_weight"] == 0:
+        raise ConfigError(f"{source}: training: energy_weight and force_weight are both 0: nothing to fit")
+    return config
+
+
+def _check_sections(user, source: str) -> None:
+    """ConfigError unless ``user`` is a mapping of known sections, each a mapping (or empty)."""
     if not isinstance(user, dict):
         raise ConfigError(f"{source}: the top level must be a mapping")
     unknown = sorted(set(user) - set(DEFAULTS))
     if unknown:
         raise ConfigError(f"{source}: unknown section(s) {unknown}; known: {sorted(DEFAULTS)}")
-    for section in ("model", "data", "training"):
+    for section in SECTION_RULES:
         if not isinstance(user.get(section) or {}, dict):
             raise ConfigError(f"{source}: '{section}' must be a mapping of keys to values, "
                               f"got {user[section]!r}")
-    config = {"model": dict(user.get("model") or {}), "output": user.get("output", DEFAULTS["output"])}
-    for section in ("data", "training"):
-        values = user.get(section) or {}
-        unknown = sorted(set(values) - set(DEFAULTS[section]))
-        if unknown:
-            raise ConfigError(f"{source}: unknown key(s) {unknown} in '{section}'; known: "
-                              f"{sorted(DEFAULTS[section])}")
-        config[section] = {**DEFAULTS[section], **values}
+
+
+def _checked_section(values: dict, section: str, source: str) -> dict:
+    """``values`` of ``section`` with every key checked and converted by its rule
+    (:data:`SECTION_RULES`); ConfigError at the first unknown key or bad value."""
+    rules = SECTION_RULES[section]
+    unknown = sorted(set(values) - set(rules))
+    if unknown:
+        raise ConfigError(f"{source}: unknown key(s) {unknown} in '{section}'; known: {sorted(rules)}")
+    checked = {}
+    for key, value in values.items():
+        try:
+            checked[key] = rules[key].check(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{source}: {section}: {key} must be {rules[key].allowed}, "
+                              f"got {value!r}") from None
+    return checked
+
+
+def _checked_output(value, source: str, from_option: bool) -> str:
+    """The output directory as text (``from_option``: given as --output); ConfigError if there is
+    none or it is not a path."""
+    if value is None:
+        raise ConfigError(f"{source}: output is null: give the output directory in the config "
+                          "('output: DIR') or with --output DIR")
     try:
-        PETHypers.from_dict(config["model"])
-    except (TypeError, ValueError) as error:
-        raise ConfigError(f"{source}: model: {error}") from None
-    decay = config["training"]["ema_decay"]
-    if decay is not None and not (isinstance(decay, (int, float)) and 0.0 <= decay < 1.0):
-        raise ConfigError(f"{source}: training: ema_decay must be null (off) or a number in [0, 1), "
-                          f"got {decay!r}")
+        return PATH.check(value)
+    except ValueError:
+        where = "--output" if from_option else f"{source}: output"
+        raise ConfigError(f"{where} must be the output directory, {PATH.allowed}, got {value!r}") from None
+
+
+def check_environment(config: dict) -> None:
+    """ConfigError unless the files ``config`` names exist and its device is there: the data file
+    (unless null), the ``init_from`` checkpoint, the CUDA device. Checked before any data is read."""
+    data = config["data"]["path"]
+    if data is not None and not Path(data).is_file():
+        raise ConfigError(f"data: path: no data file at {data}")
+    start = config["training"]["init_from"]
+    if start is not None and not Path(start).is_file():
+        raise ConfigError(f"training: init_from: no checkpoint file at {start}")
+    try:
+        resolve_device(config["training"]["device"])
+    except ValueError as error:
+        raise ConfigError(f"training: {error}") from None
+
+
+def make_output_directory(output) -> Path:
+    """The output directory ``output``, created if needed; ConfigError if it cannot be."""
+    output = Path(output)
+    if output.exists() and not output.is_dir():
+        raise ConfigError(f"output: {output} is a file, not a directory")
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"output: cannot create the directory {output}: {error.strerror}") from None
+    return output
+
+
+def with_absolute_paths(config: dict) -> dict:
+    """A copy of ``config`` whose output, data path and init_from are absolute (as recorded)."""
+    config = copy.deepcopy(config)
+    config["output"] = str(Path(config["output"]).expanduser().resolve())
+    for section, key in (("data", "path"), ("training", "init_from")):
+        if config[section].get(key) is not None:
+            config[section][key] = str(Path(config[section][key]).expanduser().resolve())
     return config
+
+
+def resume_view(config: dict) -> dict:
+    """What must not change when a run resumes: ``config`` with absolute paths, the model's full
+    hypers and no :data:`RUNTIME_KEYS`."""
+    config = with_absolute_paths(config)
+    config["model"] = PETHypers.from_dict(config.get("model") or {}).to_dict()
+    config["training"] = {k: v for k, v in config["training"].items() if k not in RUNTIME_KEYS}
+    return config
+
+
+def differing_keys(first: dict, second: dict) -> List[str]:
+    """The keys ("section: key", or "section") whose values differ between two configs; a key
+    absent from one counts as null there."""
+    keys = []
+    for section in sorted(set(first) | set(second)):
+        a, b = first.get(section), second.get(section)
+        if isinstance(a, dict) and isinstance(b, dict):
+            keys += [f"{section}: {key}" for key in sorted(set(a) | set(b)) if a.get(key) != b.get(key)]
+        elif a != b:
+            keys.append(section)
+    return keys
 
 
 class WeightAverage:
@@ -211,9 +369,12 @@ class Trainer:
     """One training run: data, model, optimiser, schedule, checkpoints under ``output``."""
 
     def __init__(self, config: dict, restart: bool = False):
+        check_environment(config)
         self.config = config
         train = config["training"]
         self.output = Path(config["output"])
+        last = self.output / "last.pt"
+        resumed = self._resumable(last) if last.is_file() and not restart else None
         self.device = train["device"]
         self.dtype = resolve_dtype(train["dtype"])
         if train["threads"]:
@@ -223,17 +384,15 @@ class Trainer:
         self.hypers = PETHypers.from_dict(config["model"])
 
         data = config["data"]
-        path = Path(data["path"]) if data["path"] else default_dataset()
-        frames = read_frames(path)
-        if data["max_frames"]:
-            frames = frames[: int(data["max_frames"])]
+        path = (Path(data["path"]) if data["path"] else default_dataset()).resolve()
+        frames = read_frames(path)[: data["max_frames"]]
         self.split = split_indices(len(frames), data["fractions"], data["seed"])
         self.split["path"] = str(path)
-        log.info("data: %d frames from %s; split %d / %d / %d (seed %d)", len(frames), path,
-                 len(self.split["train"]), len(self.split["validation"]), len(self.split["test"]),
-                 data["seed"])
-        train_frames = [frames[i] for i in self.split["train"]]
         species = sorted({int(z) for a in frames for z in a.numbers})
+        log.info("data: %d frames from %s, species %s; split %d / %d / %d (seed %d)", len(frames),
+                 path, ", ".join(chemical_symbols[z] for z in species), len(self.split["train"]),
+                 len(self.split["validation"]), len(self.split["test"]), data["seed"])
+        train_frames = [frames[i] for i in self.split["train"]]
 
         self.model = PET(self.hypers, species)
         for layer in self.model.layers:  # start from E = baseline, F = 0
@@ -257,23 +416,18 @@ class Trainer:
         self.validation_set = Dataset([frames[i] for i in self.split["validation"]],
                                       self.hypers.cutoff, self.device, self.dtype)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=train["learning_rate"])
-        steps_per_epoch = math.ceil(len(self.train_set) / train["batch_size"])
-        self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            self.optimizer, max_lr=train["learning_rate"], epochs=train["epochs"],
-            steps_per_epoch=steps_per_epoch, pct_start=train["warmup_fraction"],
-            anneal_strategy="cos", div_factor=25.0,
-            final_div_factor=1.0 / (25.0 * train["final_lr_ratio"]),  # final lr = ratio × max lr
-        )
+        total_steps = train["epochs"] * math.ceil(len(self.train_set) / train["batch_size"])
+        self.scheduler = OneCycle(self.optimizer, train["learning_rate"], total_steps,
+                                  train["warmup_fraction"], train["final_lr_ratio"])
         decay = train["ema_decay"]
         self.average = WeightAverage(self.model, decay) if decay is not None else None
         self.epoch, self.best, self.since_best, self.history = 0, math.inf, 0, []
-        last = self.output / "last.pt"
-        if last.is_file() and not restart:
-            self._resume(last)
+        if resumed is not None:
+            self._resume(resumed, last)
 
     def _metadata(self) -> dict:
-        return {"config": self.config, "epoch": self.epoch, "best_validation_force_mae": self.best,
-                "sigma_energy": self.sigma_energy, "sigma_forces": self.sigma_forces,
+        return {"config": with_absolute_paths(self.config), "epoch": self.epoch,
+                "best_validation_force_mae": self.best, "sigma_energy": self.sigma_energy, "sigma_forces": self.sigma_forces,
                 "history": self.history, "torch": str(torch.__version__)}
 
     def _initialise_from(self, path):
@@ -290,11 +444,32 @@ class Trainer:
         self.model.load_state_dict(stored["state_dict"])
         log.info("weights from %s (trained %s epochs)", path, stored["metadata"].get("epoch", "?"))
 
-    def _resume(self, path):
-        stored = checkpoint.read(path)
-        if stored["metadata"].get("config") != self.config:
-            raise ConfigError(f"{path} was written with another config: use --restart to start over "
-                              "or another output directory")
+    def _resumable(self, path) -> dict:
+        """The checkpoint at ``path`` (last.pt), checked to continue this config's run: readable,
+        with a training state, written with the same config up to :data:`RUNTIME_KEYS` and the
+        spelling of paths. Checked before any data is read."""
+        advice = "use --restart (or delete it) to start over"
+        try:
+            stored = checkpoint.read(path)
+        except checkpoint.CheckpointError as error:
+            raise checkpoint.CheckpointError(f"cannot resume: {error}; {advice}") from None
+        missing = sorted(set(RESUME_STATE) - set(stored["extra"]))
+        if missing:
+            raise checkpoint.CheckpointError(f"cannot resume: {path} holds no training state "
+                                             f"({', '.join(missing)} missing); {advice}")
+        try:
+            before = resume_view(stored["metadata"]["config"])
+            differences = differing_keys(before, resume_view(self.config))
+        except (AttributeError, KeyError, TypeError, ValueError):
+            raise ConfigError(f"{path} records no readable config: {advice}, or use another output "
+                              "directory") from None
+        if differences:
+            raise ConfigError(f"{path} was written with another config ({'; '.join(differences)} "
+                              f"differ): {advice}, or use another output directory")
+        return stored
+
+    def _resume(self, stored: dict, path) -> None:
+        """Continue from ``stored``, the checkpoint at ``path`` (see :meth:`_resumable`)."""
         self.model.load_state_dict(stored["state_dict"])
         self.optimizer.load_state_dict(stored["extra"]["optimizer"])
         self.scheduler.load_state_dict(stored["extra"]["scheduler"])
@@ -343,7 +518,7 @@ class Trainer:
 
     def run(self) -> dict:
         train = self.config["training"]
-        self.output.mkdir(parents=True, exist_ok=True)
+        make_output_directory(self.output)
         started = time.time()
         log.info("model: %s, %d parameters; σ_E %.4f eV/atom, σ_F %.4f eV/Å",
                  self.hypers.to_dict(), sum(p.numel() for p in self.model.parameters()),
@@ -412,11 +587,9 @@ def main(argv=None) -> int:
     parser.add_argument("--restart", action="store_true", help="ignore OUTPUT/last.pt and start over")
     args = parser.parse_args(argv)
     try:
-        config = load_config(args.config)
-        if args.output:
-            config["output"] = args.output
-        output = Path(config["output"])
-        output.mkdir(parents=True, exist_ok=True)
+        config = load_config(args.config, output=args.output)
+        check_environment(config)
+        output = make_output_directory(config["output"])
         handlers = [logging.StreamHandler(sys.stdout), logging.FileHandler(output / "train.log")]
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", handlers=handlers, force=True)
         result = Trainer(config, restart=args.restart).run()

@@ -10,7 +10,7 @@ from ase.calculators.fd import calculate_numerical_stress
 
 from grids import random_rotation
 from grids.averaging import GridAverage
-from pet.calculator import PETCalculator, load_model, resolve_dtype
+from pet.calculator import PETCalculator, load_model, parse_device, resolve_device, resolve_dtype
 from pet.compute import compute
 from pet.neighbors import graph_from_atoms
 from rotate_atoms import rotated
@@ -90,6 +90,23 @@ def test_conflicting_or_bad_options_are_rejected(tiny_model):
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA device"):
             PETCalculator(tiny_model, device="cuda")
+    with pytest.raises(ValueError, match="device must be cpu, cuda or cuda:N, got 'gpu'"):
+        PETCalculator(tiny_model, device="gpu")
+
+
+def test_device_names_are_checked():
+    """pet-train's config and pet-eval's --device: cpu, cuda or cuda:N, and a CUDA device must exist."""
+    assert parse_device("cpu") == resolve_device("cpu") == "cpu"
+    assert parse_device("cuda:1") == "cuda:1" and parse_device(torch.device("cpu")) == "cpu"
+    for bad in ("gpu", "CUDA", "cuda:", "cuda:x", "", 0):
+        with pytest.raises(ValueError, match="device must be cpu, cuda or cuda:N"):
+            resolve_device(bad)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="device 'cuda:0' requested but torch sees no CUDA device"):
+            resolve_device("cuda:0")
+    else:
+        with pytest.raises(ValueError, match="CUDA device"):
+            resolve_device(f"cuda:{torch.cuda.device_count()}")
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64", torch.float32])

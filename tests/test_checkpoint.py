@@ -59,11 +59,33 @@ def test_missing_file(tmp_path):
         checkpoint.load(tmp_path)  # a directory
 
 
-def test_file_that_is_not_a_checkpoint(tmp_path):
-    text = tmp_path / "notes.txt"
-    text.write_text("these are not weights\n")
-    with pytest.raises(CheckpointError, match="notes.txt is not a readable checkpoint"):
-        checkpoint.load(text)
+@pytest.mark.parametrize("name, content, reason", [
+    ("notes.txt", b"these are not weights\n", "not a file written by torch.save"),
+    ("config.yaml", b"model: {n_gnn: 2}\ntraining: {epochs: 3}\n", "not a file written by torch.save"),
+    ("garbage.pt", bytes(range(256)) * 4, "not a file written by torch.save"),
+    ("empty.pt", b"", "the file is empty"),
+])
+def test_file_that_is_not_a_checkpoint_is_one_line(tmp_path, name, content, reason):
+    """Not torch's multi-line advice on weights_only: one line with the file and a short reason."""
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError) as error:
+        checkpoint.load(path)
+    assert str(error.value) == f"{path} is not a pet-ipi checkpoint ({reason})"
+
+
+def test_structure_file_and_pickled_objects_are_not_checkpoints(tmp_path, data_dir):
+    structure = data_dir / "water-molecule.xyz"
+    with pytest.raises(CheckpointError, match="water-molecule.xyz is not a pet-ipi checkpoint") as error:
+        checkpoint.load(structure)
+    assert "\n" not in str(error.value) and "weights_only" not in str(error.value)
+    objects = tmp_path / "objects.pt"
+    torch.save({"where": tmp_path}, objects)  # a Path: not loadable with weights_only
+    with pytest.raises(CheckpointError, match=r"objects.pt is not a pet-ipi checkpoint \(it holds Python objects"):
+        checkpoint.load(objects)
+
+
+def test_file_that_is_not_a_pet_checkpoint(tmp_path):
     other = tmp_path / "other.pt"
     torch.save({"weights": torch.zeros(3)}, other)
     with pytest.raises(CheckpointError, match="other.pt is not a pet-ipi checkpoint"):
@@ -78,8 +100,9 @@ def test_corrupt_checkpoint(tiny_checkpoint, tmp_path):
     data = tiny_checkpoint.read_bytes()
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes(data[: len(data) // 2])
-    with pytest.raises(CheckpointError, match="truncated.pt is not a readable checkpoint"):
+    with pytest.raises(CheckpointError) as error:
         checkpoint.load(truncated)
+    assert str(error.value) == f"{truncated} is not a pet-ipi checkpoint (a torch file cut short or damaged)"
 
 
 def test_checkpoint_whose_content_is_not_a_model(tiny_model, tmp_path):
@@ -89,6 +112,27 @@ def test_checkpoint_whose_content_is_not_a_model(tiny_model, tmp_path):
     torch.save(content, broken)
     with pytest.raises(CheckpointError, match="does not describe a PET model"):
         checkpoint.load(broken)
+
+
+def test_wrong_weights_are_counted_not_listed(tiny_model, tmp_path):
+    """A checkpoint-format dict with other weights: the counts and the first few names, one short line."""
+    content = checkpoint.to_dict(tiny_model)
+    content["state_dict"] = {"encoder.weight": torch.zeros(3)}
+    other = tmp_path / "other-weights.pt"
+    torch.save(content, other)
+    with pytest.raises(CheckpointError) as error:
+        checkpoint.load(other)
+    message = str(error.value)
+    n_weights = len(tiny_model.state_dict())
+    assert message.startswith(f"checkpoint {other} does not describe a PET model: {n_weights} missing weight(s) "
+                              "(baseline, energy_scale, ")
+    assert f"and {n_weights - 3} more); 1 unexpected weight(s) (encoder.weight)" in message
+    assert len(message) < 300 and "\n" not in message
+    content = checkpoint.to_dict(tiny_model)
+    content["state_dict"]["baseline"] = torch.zeros(5)
+    torch.save(content, other)
+    with pytest.raises(CheckpointError, match=r"1 wrongly shaped weight\(s\) \(baseline\)$"):
+        checkpoint.load(other)
 
 
 def test_newer_version_asks_to_upgrade_pet_ipi(tiny_model, tmp_path):
@@ -121,8 +165,8 @@ def test_old_version_is_upgraded(tiny_model, tmp_path, monkeypatch, water_cell):
 
     original_model_from_dict = checkpoint.model_from_dict
 
-    def model_from_v2(content):
-        return original_model_from_dict(dict(content, hypers=content["architecture"]))
+    def model_from_v2(content, *source):
+        return original_model_from_dict(dict(content, hypers=content["architecture"]), *source)
 
     monkeypatch.setattr(checkpoint, "VERSION", 2)
     monkeypatch.setattr(checkpoint, "UPGRADES", {1: rename_hypers})

@@ -88,10 +88,23 @@ def test_missing_corrupt_and_unlabelled_files(tmp_path):
         read_frames(broken_gz)
     unlabelled = tmp_path / "unlabelled.xyz"
     unlabelled.write_text("3\nProperties=species:S:1:pos:R:3\nO 0 0 0\nH 0.96 0 0\nH 0 0.96 0\n")
-    with pytest.raises(DataError, match="no energy and forces"):
+    with pytest.raises(DataError, match="frame 0 has no energy and no forces"):
         read_frames(unlabelled)
     (frame,) = data.read_structures(unlabelled)  # pet-eval reads frames without labels
     assert frame.calc is None and not frame.pbc.any()
+
+
+@pytest.mark.parametrize("properties, values, missing", [
+    ("species:S:1:pos:R:3 energy=-1.5", "", "has no forces"),
+    ("species:S:1:pos:R:3:forces:R:3", " 0.1 0 0", "has no energy"),
+])
+def test_frame_with_one_label_says_which_is_missing(tmp_path, properties, values, missing):
+    path = tmp_path / "half-labelled.xyz"
+    path.write_text(f"1\nProperties={properties}\nH 0 0 0{values}\n")
+    with pytest.raises(DataError) as error:
+        read_frames(path)
+    assert f"frame 0 {missing} (training needs both" in str(error.value)
+    assert "and no" not in str(error.value)
 
 
 def test_lattice_without_pbc_is_periodic(tmp_path):

@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import write
@@ -185,6 +186,94 @@ def test_ipi_trajectory_and_a_slice_of_its_frames(tiny_checkpoint, tmp_path):
         differences.append(raw.get_potential_energy() - averaged.get_potential_energy())
     expected = 1000 * np.mean(np.abs(differences))
     assert report["symmetry"]["grids"]["raw"]["energy_mae"] == pytest.approx(expected, rel=1e-6)
+
+
+def test_missing_recorded_data_file_is_an_error_not_the_default_data(model_with_split, labelled_file,
+                                                                      tmp_path, capsys):
+    """The file recorded in the split is gone: the stored test indices must not be applied to the
+    default data set; --data still works."""
+    moved = labelled_file.rename(tmp_path / "moved.xyz")
+    assert main([str(model_with_split), "--grids", "none"]) == 2
+    assert _error_line(capsys) == (f"pet-eval: error: the checkpoint's data file {labelled_file} is not found "
+                                   "(moved, or a relative path from another directory): pass the data file "
+                                   "with --data")
+    assert main([str(model_with_split), "--data", str(moved), "--subset", "test", "--grids", "none"]) == 0
+    assert "2 frame(s) (test) of" in capsys.readouterr().out
+
+
+def test_relative_recorded_path_from_another_directory(tiny_model, labelled_file, tmp_path, capsys,
+                                                        monkeypatch):
+    split = {"train": [1], "validation": [1], "test": [0, 2], "seed": 0, "n_frames": 3,
+             "path": labelled_file.name}
+    model = checkpoint.save(tmp_path / "relative.pt", tiny_model, split=split)
+    monkeypatch.chdir(tmp_path / "..")
+    assert main([str(model), "--grids", "none"]) == 2
+    assert "the checkpoint's data file labelled.xyz is not found" in _error_line(capsys)
+
+
+def _trained_on_default_data(tmp_path, tiny_model, recorded, max_frames=None):
+    """The tiny model with the split and config of a run on the default data set (path null)."""
+    split = {"train": [1], "validation": [1], "test": [0, 2], "seed": 0, "n_frames": 3, "path": str(recorded)}
+    config = {"data": {"path": None, "max_frames": max_frames, "fractions": [0.4, 0.3, 0.3], "seed": 0}}
+    return checkpoint.save(tmp_path / "default-data.pt", tiny_model, metadata={"config": config}, split=split)
+
+
+def test_model_of_the_default_data_set_falls_back_to_it(tmp_path, tiny_model, labelled_file, capsys,
+                                                         monkeypatch):
+    """Trained on the default data set (a file on another machine): the default data set here,
+    if it has the split's frame count; 4 frames for a split of all 3 frames is an error."""
+    model = _trained_on_default_data(tmp_path, tiny_model, "/elsewhere/water-revpbe0-1396.xyz.gz")
+    monkeypatch.setenv("PET_IPI_DATA", str(labelled_file))
+    assert main([str(model), "--grids", "none"]) == 0
+    assert f"2 frame(s) (test) of {labelled_file}" in capsys.readouterr().out
+    four = tmp_path / "four.xyz"
+    write(four, read_structures(labelled_file) + [_labelled(water_box(2, seed=7), 3)], format="extxyz")
+    monkeypatch.setenv("PET_IPI_DATA", str(four))
+    assert main([str(model), "--grids", "none"]) == 2
+    line = _error_line(capsys)
+    assert f"{four} has 4 frames but the checkpoint's split was made on all 3 frames" in line
+    assert "pass the data it was trained on with --data" in line
+    limited = _trained_on_default_data(tmp_path, tiny_model, "/elsewhere/data.xyz", max_frames=3)
+    assert main([str(limited), "--grids", "none"]) == 0  # max_frames 3: the first 3 frames of 4
+    capsys.readouterr()
+
+
+def test_split_indices_beyond_the_file(model_with_split, tmp_path, water_cell, capsys):
+    short = tmp_path / "short.xyz"
+    write(short, [_labelled(water_cell, 0)] * 2, format="extxyz")
+    assert main([str(model_with_split), "--data", str(short), "--subset", "test"]) == 2
+    assert f"{short} has 2 frames but the checkpoint's split was made on 3 frames" in _error_line(capsys)
+
+
+def test_out_is_checked_before_any_frame_is_evaluated(model_with_split, tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("in the way\n")
+    assert main([str(model_with_split), "--out", str(blocker / "eval")]) == 2
+    err = capsys.readouterr().err
+    assert "frame 1/" not in err and "pet-eval: 2 frame(s)" not in err
+    assert err.strip().splitlines()[-1].startswith(f"pet-eval: error: --out {blocker / 'eval'}: cannot create")
+    (tmp_path / "taken.json").mkdir()
+    assert main([str(model_with_split), "--out", str(tmp_path / "taken")]) == 2
+    assert _error_line(capsys).endswith(f"{tmp_path / 'taken.json'} is a directory")
+
+
+def test_frames_selecting_nothing_name_the_subset(model_with_split, labelled_file, capsys):
+    assert main([str(model_with_split), "--frames", "5"]) == 2
+    assert _error_line(capsys) == ("pet-eval: error: --frames selects no frame of the 2 test frame(s) of "
+                                   f"{labelled_file}")
+
+
+def test_device_errors_and_help(tiny_checkpoint, data_dir, capsys):
+    molecule = str(data_dir / "water-molecule.xyz")
+    assert main([str(tiny_checkpoint), "--data", molecule, "--device", "gpu"]) == 2
+    assert _error_line(capsys) == "pet-eval: error: --device: device must be cpu, cuda or cuda:N, got 'gpu'"
+    if not torch.cuda.is_available():
+        assert main([str(tiny_checkpoint), "--data", molecule, "--device", "cuda"]) == 2
+        assert "torch sees no CUDA device" in _error_line(capsys)
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "--device DEVICE torch device: cpu, cuda or cuda:N (default: cpu)" in help_text
 
 
 def test_frame_slices():

@@ -10,12 +10,15 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from ase import Atoms
+from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import read, write
 
 from pet import checkpoint
 from pet.data import split_indices
 from pet.evaluate import main as evaluate_main
 from pet.compute import compute
+from pet.schedule import OneCycle, one_cycle
 from pet.train import Trainer, evaluate_errors, load_config, main, merge_config, refit_baseline
 
 TINY_MODEL = {"n_gnn": 2, "d_pet": 16, "n_tl": 1, "n_heads": 2, "d_feedforward": 32, "d_head": 16}
@@ -106,8 +109,10 @@ def test_resume_continues_and_matches_an_uninterrupted_run(frames_file, tmp_path
     assert len(restarted) == 1 and restarted[0]["loss"] == pytest.approx(history[0]["loss"], rel=1e-5)
 
     changed = make_config(frames_file, tmp_path / "stepwise", max_hours=1e-9, learning_rate=1e-3)
+    changed["data"]["seed"] = 4
     assert main([write_config(tmp_path / "changed.yaml", changed)]) == 2
-    assert "another config" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "another config (data: seed; training: learning_rate differ)" in err and "--restart" in err
 
 
 def test_split_is_reproducible_and_stored(frames_file, tmp_path, capsys):
@@ -117,8 +122,8 @@ def test_split_is_reproducible_and_stored(frames_file, tmp_path, capsys):
     for name in ("last.pt", "best.pt"):
         split = checkpoint.read(tmp_path / "run" / name)["split"]
         assert {k: split[k] for k in expected} == expected
-        assert split["path"] == str(frames_file)
-    assert Trainer(config, restart=True).split == {**expected, "path": str(frames_file)}
+        assert split["path"] == str(frames_file.resolve())
+    assert Trainer(config, restart=True).split == {**expected, "path": str(frames_file.resolve())}
     # pet-eval finds the data and the test frames through the stored split
     assert evaluate_main([str(tmp_path / "run" / "best.pt"), "--grids", "none", "--dtype", "float32",
                           "--out", str(tmp_path / "eval")]) == 0
@@ -147,6 +152,39 @@ def test_symmetry_weight_adds_a_consistency_term(frames_file, tmp_path):
 
 @pytest.mark.parametrize("text, message", [
     ("training: {epochs: 2, learning_rat: 0.1}\n", "unknown key(s) ['learning_rat'] in 'training'"),
+    ("data: {max_frames: 0}\n", "data: max_frames must be null (all frames) or an integer >= 3, got 0"),
+    ("data: {max_frames: -2}\n", "data: max_frames must be null (all frames) or an integer >= 3, got -2"),
+    ("data: {seed: abc}\n", "data: seed must be an integer >= 0, got 'abc'"),
+    ('data: {fractions: "0.9,0.05,0.05"}\n', "data: fractions must be three positive numbers summing to 1"),
+    ("data: {fractions: [0.9, 0.1, 0.0]}\n", "data: fractions must be three positive numbers summing to 1"),
+    ("data: {path: 5}\n", "data: path must be null (the default data set) or a path (a string), got 5"),
+    ('training: {augment: "no"}\n', "training: augment must be true or false, got 'no'"),
+    ("training: {energy_weight: -0.1}\n", "training: energy_weight must be a number >= 0, got -0.1"),
+    ("training: {force_weight: -1}\n", "training: force_weight must be a number >= 0, got -1"),
+    ("training: {symmetry_weight: -1}\n", "training: symmetry_weight must be a number >= 0, got -1"),
+    ("training: {symmetry_weight: high}\n", "training: symmetry_weight must be a number >= 0, got 'high'"),
+    ("training: {energy_weight: 0, force_weight: 0}\n", "energy_weight and force_weight are both 0"),
+    ("training: {patience: -1}\n", "patience must be null (no early stop) or a positive integer, got -1"),
+    ("training: {batch_size: 0}\n", "training: batch_size must be a positive integer, got 0"),
+    ('training: {batch_size: "4"}\n', "training: batch_size must be a positive integer, got '4'"),
+    ("training: {batch_size: 2.5}\n", "training: batch_size must be a positive integer, got 2.5"),
+    ("training: {final_lr_ratio: 0}\n", "training: final_lr_ratio must be a number in (0, 1], got 0"),
+    ("training: {validate_every: 0}\n", "training: validate_every must be a positive integer, got 0"),
+    ("training: {threads: -1}\n", "threads must be null (torch's default) or a positive integer, got -1"),
+    ("training: {threads: two}\n", "threads must be null (torch's default) or a positive integer, got 'two'"),
+    ('training: {max_hours: "1h"}\n', "max_hours must be null (no limit) or a positive number, got '1h'"),
+    ("training: {learning_rate: abc}\n", "training: learning_rate must be a positive number, got 'abc'"),
+    ("training: {learning_rate: -1e-3}\n", "training: learning_rate must be a positive number, got '-1e-3'"),
+    ("training: {epochs: one}\n", "training: epochs must be a positive integer, got 'one'"),
+    ("training: {epochs: 0}\n", "training: epochs must be a positive integer, got 0"),
+    ("training: {epochs: -1}\n", "training: epochs must be a positive integer, got -1"),
+    ("training: {epochs: 1.5}\n", "training: epochs must be a positive integer, got 1.5"),
+    ("training: {warmup_fraction: -0.1}\n", "training: warmup_fraction must be a number in [0, 1], got -0.1"),
+    ("training: {warmup_fraction: 1.5}\n", "training: warmup_fraction must be a number in [0, 1], got 1.5"),
+    ("training: {device: gpu}\n", "training: device must be cpu, cuda or cuda:N, got 'gpu'"),
+    ("training: {dtype: float16}\n", "training: dtype must be float32 or float64, got 'float16'"),
+    ('model: {cutoff: "4"}\n', "model: cutoff must be a positive number, got '4'"),
+    ("model: {n_gnn: 2.0}\n", "model: n_gnn must be a positive integer, got 2.0"),
     ("optimizer: {lr: 0.1}\n", "unknown section(s) ['optimizer']"),
     ("model: {n_gnn: 2\ndata: [1\n", "is not valid YAML"),
     ("data: 5\n", "'data' must be a mapping"),
@@ -162,10 +200,153 @@ def test_config_errors(tmp_path, capsys, text, message):
     assert err.startswith("pet-train: error:") and message in err and err.count("\n") == 1, err
 
 
+def test_numbers_that_yaml_reads_as_strings_are_numbers(tmp_path):
+    """PyYAML (YAML 1.1) reads 1e-3 as the string "1e-3": such numbers are numbers."""
+    path = tmp_path / "config.yaml"
+    path.write_text("model: {cutoff: 4e0}\n"
+                    "training: {learning_rate: 1e-3, max_hours: 5E-1, ema_decay: 9.9e-1}\n")
+    config = load_config(path)
+    assert config["training"]["learning_rate"] == 1e-3 and config["training"]["max_hours"] == 0.5
+    assert config["training"]["ema_decay"] == 0.99 and config["model"]["cutoff"] == 4.0
+
+
+def test_output_must_be_given_and_be_a_directory(tmp_path, capsys):
+    path = write_config(tmp_path / "config.yaml", {"output": None})
+    assert main([path]) == 2
+    err = capsys.readouterr().err
+    assert err == ("pet-train: error: " f"{path}: output is null: give the output directory in the config "
+                   "('output: DIR') or with --output DIR\n")
+    existing = tmp_path / "a-file"
+    existing.write_text("not a directory\n")
+    for argv in ([path, "--output", str(existing)], [path, "--output", str(existing / "run")]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("pet-train: error: output: ") and str(existing) in err, err
+        assert err.count("\n") == 1, err
+
+
+def test_environment_is_checked_before_any_data_is_read(frames_file, tmp_path, capsys, monkeypatch):
+    """A missing init_from checkpoint or an absent CUDA device: one line, and no frame read."""
+    monkeypatch.setattr("pet.train.read_frames", lambda path: pytest.fail("data read before the checks"))
+    cases = [(make_config(frames_file, tmp_path / "run", init_from=str(tmp_path / "absent.pt")),
+              f"training: init_from: no checkpoint file at {tmp_path / 'absent.pt'}"),
+             (make_config(tmp_path / "absent.xyz", tmp_path / "run"), "data: path: no data file at")]
+    if not torch.cuda.is_available():
+        cases.append((make_config(frames_file, tmp_path / "run", device="cuda"),
+                      "training: device 'cuda' requested but torch sees no CUDA device"))
+    for config, message in cases:
+        assert main([write_config(tmp_path / "config.yaml", config)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"pet-train: error: {message}") and err.count("\n") == 1, err
+
+
 def test_missing_config_file(tmp_path, capsys):
     assert main([str(tmp_path / "absent.yaml")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("pet-train: error: no config file") and err.count("\n") == 1
+
+
+def test_resume_accepts_another_spelling_of_the_output_and_new_runtime_keys(frames_file, tmp_path, capsys,
+                                                                          monkeypatch):
+    """The same run from another directory, with the output as an absolute path with a trailing
+    slash and another max_hours, threads and validate_every: resumed, not refused."""
+    monkeypatch.chdir(tmp_path)
+    first = make_config(frames_file, "run", epochs=2, max_hours=1e-9)
+    assert main([write_config(tmp_path / "first.yaml", first)]) == 0
+    second = make_config(frames_file, f"{tmp_path / 'run'}/", epochs=2, max_hours=2.0, threads=1,
+                         validate_every=2)
+    assert main([write_config(tmp_path / "second.yaml", second)]) == 0
+    assert "resumed from" in capsys.readouterr().out
+    stored = checkpoint.read(tmp_path / "run" / "last.pt")["metadata"]
+    assert stored["epoch"] == 2 and stored["config"]["output"] == str(tmp_path / "run")
+
+
+def test_unreadable_last_checkpoint_says_how_to_start_over(frames_file, tmp_path, capsys, monkeypatch):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "last.pt").write_bytes(b"PK\x03\x04 cut short")
+    monkeypatch.setattr("pet.train.read_frames", lambda path: pytest.fail("data read before last.pt's check"))
+    assert main([write_config(tmp_path / "config.yaml", make_config(frames_file, run))]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"pet-train: error: cannot resume: {run / 'last.pt'} is not a pet-ipi checkpoint (a torch "
+                   "file cut short or damaged); use --restart (or delete it) to start over\n")
+
+
+def test_data_path_is_recorded_absolute_and_species_are_logged(frames_file, tmp_path, monkeypatch, caplog):
+    monkeypatch.chdir(frames_file.parent)
+    config = make_config(frames_file.name, tmp_path / "run", epochs=1)
+    with caplog.at_level(logging.INFO, logger="pet.train"):
+        trainer = Trainer(merge_config(config))
+    assert trainer.split["path"] == str(frames_file.resolve())
+    assert trainer._metadata()["config"]["data"]["path"] == str(frames_file.resolve())
+    assert any("4 frames from" in r.message and "species H, O;" in r.message for r in caplog.records)
+
+
+def test_species_other_than_water_are_shown(frames_file, tmp_path, caplog):
+    """The model takes any species; a CH4 frame in the data is named in the log's data line."""
+    methane = Atoms("CH4", positions=[[0, 0, 0], [0.63, 0.63, 0.63], [-0.63, -0.63, 0.63],
+                                      [-0.63, 0.63, -0.63], [0.63, -0.63, -0.63]])
+    methane.calc = SinglePointCalculator(methane, energy=-220.0, forces=np.zeros((5, 3)))
+    path = tmp_path / "mixed.xyz"
+    write(path, read(frames_file, index="0:3") + [methane], format="extxyz")
+    config = make_config(path, tmp_path / "run")
+    with caplog.at_level(logging.INFO, logger="pet.train"):
+        trainer = Trainer(merge_config(config))
+    assert trainer.model.species == [1, 6, 8]
+    assert any("species H, C, O;" in r.message for r in caplog.records)  # by atomic number
+
+
+@pytest.mark.parametrize("total_steps, warmup_fraction", [(7, 0.3), (10, 0.05), (13, 0.5), (50, 0.05)])
+def test_one_cycle_is_torchs_one_cycle(total_steps, warmup_fraction):
+    """Where torch's OneCycleLR works, the same learning rates and Adam beta1 at every step, and
+    it resumes from a OneCycleLR state (last.pt of earlier versions)."""
+    def adam():
+        return torch.optim.Adam([torch.nn.Parameter(torch.zeros(2))], lr=2e-3)
+    theirs_optimizer, ours_optimizer = adam(), adam()
+    theirs = torch.optim.lr_scheduler.OneCycleLR(
+        theirs_optimizer, max_lr=2e-3, total_steps=total_steps, pct_start=warmup_fraction,
+        anneal_strategy="cos", div_factor=25.0, final_div_factor=1.0 / (25.0 * 1e-2))
+    ours = OneCycle(ours_optimizer, 2e-3, total_steps, warmup_fraction, 1e-2)
+    for step in range(total_steps):
+        assert ours.get_last_lr()[0] == pytest.approx(theirs.get_last_lr()[0], rel=1e-12), step
+        betas = [optimizer.param_groups[0]["betas"] for optimizer in (ours_optimizer, theirs_optimizer)]
+        assert betas[0] == pytest.approx(betas[1], rel=1e-12)
+        if step == total_steps // 2:
+            resumed = OneCycle(adam(), 2e-3, total_steps, warmup_fraction, 1e-2)
+            resumed.load_state_dict(theirs.state_dict())
+            assert resumed.get_last_lr() == pytest.approx(ours.get_last_lr(), rel=1e-12)
+        for optimizer in (ours_optimizer, theirs_optimizer):
+            optimizer.step()  # no gradients: the parameters stay, the schedulers see a step
+        ours.step()
+        theirs.step()
+
+
+@pytest.mark.parametrize("warmup_fraction", [0.0, 0.05, 0.1, 0.5, 1.0])
+def test_one_cycle_works_for_any_number_of_steps(warmup_fraction):
+    """Every step count from 1 (OneCycleLR divides by zero at 20 steps with a warm-up of 0.05):
+    rates between the final and the peak one, rising then falling, the final rate at the last
+    step (the peak for a run that is all warm-up, or of one step)."""
+    for total_steps in range(1, 41):
+        factors = [one_cycle(step, total_steps, warmup_fraction, 1e-3)[0] for step in range(total_steps)]
+        assert all(1e-3 <= f <= 1.0 for f in factors), total_steps
+        top = factors.index(max(factors))
+        assert factors[:top + 1] == sorted(factors[:top + 1]), total_steps
+        assert factors[top:] == sorted(factors[top:], reverse=True), total_steps
+        last_is_peak = warmup_fraction == 1.0 or total_steps == 1
+        assert factors[-1] == (1.0 if last_is_peak else 1e-3), total_steps
+        if warmup_fraction * total_steps > 2:
+            assert factors[0] == pytest.approx(1 / 25)
+
+
+def test_twenty_steps_with_five_percent_warm_up(frames_file, tmp_path):
+    """2 training frames, batch 1, 10 epochs: 20 steps, the case where OneCycleLR divided by zero."""
+    trainer = Trainer(merge_config(make_config(frames_file, tmp_path / "run", epochs=10, batch_size=1,
+                                               warmup_fraction=0.05)))
+    rates = [trainer.scheduler.get_last_lr()[0]]
+    for _ in range(20):
+        trainer.scheduler.step()
+        rates.append(trainer.scheduler.get_last_lr()[0])
+    assert rates[0] == pytest.approx(2e-3) and rates[19] == pytest.approx(2e-6) and len(set(rates)) > 10
 
 
 def test_refit_baseline_zeroes_the_mean_energy_error_and_keeps_forces(frames_file, tmp_path):
