@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from grids.averaging import RawModel, make_evaluator
-from grids.quadrature import parse_grid_spec
+from grids.quadrature import GridTooLarge, parse_grid_spec
 from pet.compute import Properties
 from pet.model import PET
 from pet.neighbors import Graph
@@ -42,12 +42,15 @@ class StructureError(ValueError):
 
 
 def parse_mode(mode: str) -> str:
-    """The canonical channel mode: ``raw``, ``random`` or a grid spec (``2i``); ValueError otherwise."""
+    """The canonical channel mode: ``raw``, ``random`` or a grid spec (``2i``); ValueError otherwise
+    (the grid's own message for a grid larger than the largest allowed)."""
     mode = str(mode).strip()
     if mode in ("raw", "random"):
         return mode
     try:
         order, improper = parse_grid_spec(mode)
+    except GridTooLarge:
+        raise
     except ValueError:
         raise ValueError(f"bad channel mode {mode!r}: use raw, random or a rotation grid "
                          "N or Ni (e.g. 2i, 3i)") from None

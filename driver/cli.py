@@ -15,11 +15,15 @@ from pet.checkpoint import CheckpointError
 from pet.models import default_model_path
 
 from . import runner
+from .arguments import finite_float, non_negative_int
 from .channels import Channel, LastRaw, parse_mode
-from .protocol import Address
+from .protocol import SOCKETS_PREFIX, Address
 from .species import DEFAULT_UNIT, Species, SpeciesError
 
 log = logging.getLogger("pet-driver")
+
+MAX_SKIN = 10.0
+"""The largest neighbour-list skin (Å): a larger one only makes the neighbour list slower."""
 
 DESCRIPTION = """\
 Serve a PET model to i-PI: connect to i-PI's sockets and answer its force requests.
@@ -59,14 +63,18 @@ def build_parser() -> argparse.ArgumentParser:
                         help="serve raw on unix:pet-raw and the G-averaged model on unix:pet-G "
                              "(e.g. --grid 2i); not with --channel")
     parser.add_argument("--channel", action="append", default=[], metavar="MODE=ADDRESS",
-                        help="serve MODE (raw, random, N or Ni) on ADDRESS (unix:NAME for the socket "
-                             "/tmp/ipi_NAME, or inet:HOST:PORT); repeat for several, e.g. "
+                        help="serve MODE (raw, random, N or Ni, N at most 20) on ADDRESS (unix:NAME "
+                             "for the socket /tmp/ipi_NAME, or inet:HOST:PORT); repeat for several, e.g. "
                              "--channel raw=unix:pet-raw --channel 2i=unix:pet-2i")
+    parser.add_argument("--sockets-prefix", default=SOCKETS_PREFIX, metavar="PREFIX",
+                        help=f"unix:NAME is the socket file PREFIX+NAME, as i-PI's <simulation "
+                             f"sockets_prefix> (default {SOCKETS_PREFIX}); the whole path may have "
+                             f"at most 107 bytes")
     parser.add_argument("--model", metavar="PATH",
                         help=f"PET checkpoint (default: $PET_IPI_MODEL or the shipped model, "
                              f"now {default_model_path()})")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
-                        help="where the model runs (default cpu)")
+                        help="where the model runs (default cpu; cuda: the first GPU torch sees)")
     parser.add_argument("--dtype", default="float64", choices=["float32", "float64"],
                         help="floating-point precision of the model (default float64: forces "
                              "consistent with the energy to round-off, for energy conservation)")
@@ -75,24 +83,27 @@ def build_parser() -> argparse.ArgumentParser:
                              "when other jobs share the cores: torch's threads wait for each other, and "
                              "one molecule took 122 ms per evaluation on 2 threads against 14 ms on 1 "
                              "with the other core busy")
-    parser.add_argument("--skin", type=float, default=0.5, metavar="Å",
+    parser.add_argument("--skin", default=0.5, metavar="Å",
+                        type=finite_float(0.0, MAX_SKIN, unit=" Å",
+                                          why="a larger skin only slows the neighbour list"),
                         help="neighbour-list skin: the list holds pairs within R_c + skin and is rebuilt "
-                             "only when an atom has moved more than skin/2 (default 0.5; 0: a new "
-                             "list at every request; the forces are the same either way)")
+                             "only when an atom has moved more than skin/2 (default 0.5, at most 10; "
+                             "0: a new list at every request; the forces are the same either way)")
     parser.add_argument("--template", metavar="FILE",
                         help="structure file (any format ASE reads, e.g. i-PI's init.xyz) giving "
                              "the species in i-PI's atom order")
     parser.add_argument("--species", default=DEFAULT_UNIT, metavar="FORMULA",
                         help=f"repeating unit of the atom order when there is no template "
                              f"(default {DEFAULT_UNIT}: O, H, H per molecule)")
-    parser.add_argument("--seed", type=int, default=None,
-                        help="seed of the random channels (default: fresh randomness)")
+    parser.add_argument("--seed", type=non_negative_int, default=None,
+                        help="seed of the random channels, an integer >= 0 (default: fresh randomness)")
     parser.add_argument("--chunk-size", type=int, default=None, metavar="K",
                         help="at most K rotated copies per forward pass (bounds memory; default automatic)")
     parser.add_argument("--max-memory", type=float, default=None, metavar="MB",
                         help="instead of --chunk-size: as many rotated copies per pass as fit in MB "
                              "megabytes (estimated from one copy; for GPUs, on a CPU the default is faster)")
-    parser.add_argument("--connect-timeout", type=float, default=60.0, metavar="SECONDS",
+    parser.add_argument("--connect-timeout", type=finite_float(0.0, unit=" s"), default=60.0,
+                        metavar="SECONDS",
                         help="with --retry, give up when i-PI is not there after this long (default 60)")
     parser.add_argument("--retry", action="store_true",
                         help="keep trying to connect while i-PI starts (for a driver launched first)")
@@ -111,19 +122,36 @@ def channel_specs(args) -> List[Tuple[str, Address]]:
             mode, separator, address = text.partition("=")
             if not separator:
                 raise ValueError(f"bad --channel {text!r}: use MODE=ADDRESS, e.g. 2i=unix:pet-2i")
-            specs.append((parse_mode(mode), Address.parse(address)))
+            specs.append((parse_mode(mode), Address.parse(address, args.sockets_prefix)))
     elif args.grid is not None:
         grid = parse_mode(args.grid)
         if grid in ("raw", "random"):
             raise ValueError(f"--grid takes a rotation grid such as 2i, not {grid!r}")
-        specs = [("raw", Address("unix", "pet-raw")), (grid, Address("unix", f"pet-{grid}"))]
+        specs = [("raw", Address.parse("unix:pet-raw", args.sockets_prefix)),
+                 (grid, Address.parse(f"unix:pet-{grid}", args.sockets_prefix))]
     else:
-        specs = [("raw", Address("unix", "pet-raw"))]
+        specs = [("raw", Address.parse("unix:pet-raw", args.sockets_prefix))]
     addresses = [str(address) for _, address in specs]
     for address in set(addresses):
         if addresses.count(address) > 1:
             raise ValueError(f"two channels on the same address {address}")
     return specs
+
+
+def check_device(device: str) -> None:
+    """ValueError if ``device`` is cuda and torch sees no CUDA device."""
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: torch sees no CUDA device on this machine: use --device cpu")
+
+
+def check_template_species(model, species: Species) -> None:
+    """SpeciesError naming the elements of a template the model does not know (before i-PI connects)."""
+    if not species.exact:
+        return  # a repeating unit may still be replaced by the species in i-PI's INIT
+    try:
+        model.species_index(torch.as_tensor(species.unit))
+    except ValueError as error:
+        raise SpeciesError(f"{species.source}: {error}") from None
 
 
 def _terminate(signum, frame):
@@ -137,10 +165,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         specs = channel_specs(args)
         species = Species.from_template(args.template) if args.template else Species.repeating(args.species)
+        check_device(args.device)
         if args.threads is not None and args.threads < 1:
             raise ValueError("--threads must be at least 1")
-        if not args.skin >= 0:
-            raise ValueError(f"--skin must be >= 0 Å, got {args.skin}")
         if args.chunk_size is not None and args.chunk_size < 1:
             raise ValueError("--chunk-size must be at least 1")
         if args.max_memory is not None and not args.max_memory > 0:
@@ -154,6 +181,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         torch.set_num_threads(args.threads)
     try:
         model = load_model(args.model, args.device, args.dtype)
+        check_template_species(model, species)
+    except SpeciesError as error:
+        log.error("%s", error)
+        return 1
     except CheckpointError as error:
         log.error("cannot load the model: %s (give one with --model PATH)", error)
         return 1

@@ -2,6 +2,9 @@
 
 Channel convention: an ``<ffsocket>`` is served in the mode named by its ``<parameters>{mode: M}``
 if it has one, else by its ``name`` (``raw``, ``random``, or a rotation grid such as ``2i``).
+In-process forcefields (``<ffdirect>`` with ``<pes>custom</pes>`` loading :mod:`driver.ipi_pes`)
+take their mode, model, device, dtype and template from their ``<parameters>``, which pet-run's
+options rewrite.
 
 File names in the input may start with ``$PET_IPI_SHARED`` (the project's shared data folder:
 ``$PET_IPI_SHARED`` if set, else ``shared/data`` beside the checkout); :meth:`IPIInput.expand_shared`
@@ -17,8 +20,10 @@ from typing import List, Optional
 
 from ipi.utils.io.inputs.io_xml import read_dict, read_list
 
+from grids.quadrature import GridTooLarge
+
 from .channels import parse_mode
-from .protocol import Address
+from .protocol import SOCKETS_PREFIX, Address, check_socket_path
 
 TEMPLATE_MODES = ("xyz", "pdb", "ase")
 """<initialize><file mode=...> formats that ASE reads too (the driver's --template)."""
@@ -33,6 +38,16 @@ DEFAULT_SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 OUTPUT_ELEMENTS = ("properties", "trajectory", "checkpoint")
 """<output> children with a stride (in steps)."""
+
+PES_MODULE = "driver.ipi_pes"
+PES_FILE = Path(__file__).resolve().with_name("ipi_pes.py")
+"""pet-ipi's i-PI PES: an <ffdirect> whose <pes_path> is this file, or a file importing the module."""
+
+PER_ATOM_FILES = ("velocities", "momenta", "masses", "labels")
+"""<initialize> children that may be read from a structure file holding one entry per atom."""
+
+MAX_PORT = 65535
+"""The largest TCP port (also i-PI's default <port>)."""
 
 
 class InputError(ValueError):
@@ -64,6 +79,32 @@ class IPIInput:
     def _ffsockets(self):
         return self.root.findall(".//ffsocket")
 
+    def in_process(self) -> list:
+        """The <ffdirect> elements that run pet-ipi's PES (:mod:`driver.ipi_pes`) inside i-PI."""
+        return [element for element in self.root.findall(".//ffdirect") if self._runs_pet(element)]
+
+    def _runs_pet(self, element) -> bool:
+        """Whether <ffdirect> ``element`` loads pet-ipi's PES (<pes>custom</pes>, its <pes_path>
+        taken in the input's folder)."""
+        if _text(element, "pes") != "custom":
+            return False
+        path = self.path.parent / _text(element, "pes_path")
+        try:
+            return path.resolve() == PES_FILE or PES_MODULE in path.read_text(errors="replace")
+        except OSError:
+            return False
+
+    @property
+    def sockets_prefix(self) -> str:
+        """Where i-PI puts its unix socket files: <simulation sockets_prefix>, default /tmp/ipi_."""
+        return self.root.get("sockets_prefix", SOCKETS_PREFIX)
+
+    def anchor_sockets_prefix(self, folder) -> None:
+        """Make a relative <simulation sockets_prefix> absolute, relative to ``folder`` (where i-PI
+        runs), so that i-PI, pet-driver and pet-run name the same socket files."""
+        if "sockets_prefix" in self.root.attrib:
+            self.root.set("sockets_prefix", os.path.join(folder, self.sockets_prefix))
+
     def channels(self) -> List[SocketChannel]:
         """The channels to serve, one per <ffsocket>."""
         found = []
@@ -73,33 +114,105 @@ class IPIInput:
             if kind not in ("unix", "inet"):
                 raise InputError(f"ffsocket {name!r}: mode {kind!r} is not supported by pet-driver "
                                  "(use unix or inet)")
-            parameters = _text(element, "parameters")
-            wanted = read_dict(parameters).get("mode") if parameters else None
+            mode = self._socket_mode(element, name)
+            address = _text(element, "address") or "localhost"
+            if kind == "unix":
+                self._check_socket_path(name, address, address)
+                found.append(SocketChannel(name, mode, Address("unix", address, prefix=self.sockets_prefix)))
+            else:
+                found.append(SocketChannel(name, mode, Address("inet", address, self._port(element, name))))
+        return found
+
+    def _socket_mode(self, element, name: str) -> str:
+        """The mode serving an <ffsocket>: its <parameters>' ``mode``, else its name."""
+        wanted = self._parameters(element, f"ffsocket {name!r}").get("mode")
+        if wanted is None:
             try:
-                mode = parse_mode(name if wanted is None else str(wanted))
+                return parse_mode(name)
             except ValueError:
                 raise InputError(
                     f"ffsocket {name!r}: name it raw, random or a rotation grid such as 2i, or give "
                     "<parameters>{mode: 2i}</parameters>"
                 ) from None
-            address = _text(element, "address") or "localhost"
-            if kind == "unix":
-                found.append(SocketChannel(name, mode, Address("unix", address)))
-            else:
-                found.append(SocketChannel(name, mode, Address("inet", address, int(_text(element, "port") or 65535))))
-        return found
+        return self._parameter_mode(wanted, f"ffsocket {name!r}")
+
+    def _parameter_mode(self, wanted, owner: str) -> str:
+        """The canonical ``mode`` of the <parameters> of ``owner``; InputError naming it if bad."""
+        try:
+            return parse_mode(str(wanted))
+        except ValueError as error:
+            allowed = str(error) if isinstance(error, GridTooLarge) else \
+                "use raw, random or a rotation grid N or Ni (e.g. 2i)"
+            raise InputError(f"bad mode {str(wanted)!r} in the <parameters> of {owner} in "
+                             f"{self.path.name}: {allowed}") from None
+
+    def _port(self, element, name: str) -> int:
+        """The <port> of an inet <ffsocket> (i-PI's default 65535); InputError if not a port."""
+        text = _text(element, "port") or str(MAX_PORT)
+        if not text.isdigit() or not 0 < int(text) <= MAX_PORT:
+            raise InputError(f"ffsocket {name!r} in {self.path.name}: bad <port> {text!r}: use a "
+                             f"port from 1 to {MAX_PORT}")
+        return int(text)
+
+    def _check_socket_path(self, name: str, address: str, final: str) -> None:
+        """InputError naming the <address> of ffsocket ``name`` if the socket file of ``final``
+        (the address as i-PI gets it) is longer than the OS allows."""
+        try:
+            check_socket_path(self.sockets_prefix + final)
+        except ValueError as error:
+            made = "" if final == address else f" (pet-run makes it {final})"
+            raise InputError(f"ffsocket {name!r} in {self.path.name}: <address>{address}</address> "
+                             f"is too long{made}: {error}") from None
+
+    def _parameters(self, element, owner: str) -> dict:
+        """The <parameters> dict of a forcefield; InputError naming ``owner`` if unreadable."""
+        text = _text(element, "parameters")
+        try:
+            return read_dict(text) if text else {}
+        except ValueError:
+            raise InputError(f"the <parameters> of {owner} in {self.path.name} are not a dict such "
+                             f"as {{mode: 2i}}: {text!r}") from None
+
+    def _set_parameters(self, element, owner: str, **values) -> None:
+        """Set ``values`` in the <parameters> dict of a forcefield (written as i-PI reads it)."""
+        merged = {**self._parameters(element, owner), **values}
+        for key, value in values.items():
+            if any(c in str(value) for c in ",{}"):
+                raise InputError(f"cannot give {key} {value} to {owner}: i-PI's <parameters> take "
+                                 "no ',', '{' or '}' in a value")
+        _child(element, "parameters").text = "{" + ", ".join(f"{k}: {v}" for k, v in merged.items()) + "}"
+
+    def in_process_mode(self, element) -> str:
+        """The mode of an in-process forcefield: its <parameters>' ``mode``, default raw."""
+        return self._parameter_mode(self.in_process_parameters(element).get("mode", "raw"),
+                                    _ffdirect(element))
+
+    def in_process_parameters(self, element) -> dict:
+        """The <parameters> of an in-process forcefield."""
+        return self._parameters(element, _ffdirect(element))
+
+    def set_in_process(self, **values) -> None:
+        """Set ``values`` (those not None: model, device, dtype, template) in the <parameters> of
+        every in-process forcefield."""
+        given = {key: value for key, value in values.items() if value is not None}
+        for element in self.in_process():
+            self._set_parameters(element, _ffdirect(element), **given)
 
     def set_grid(self, mode: str) -> None:
-        """Serve every averaged (grid) channel in ``mode`` instead (a grid, raw or random): its
-        <parameters> get ``mode: M``, which i-PI also passes to the driver in INIT."""
+        """Serve every averaged (grid) channel, socket or in-process, in ``mode`` instead (a grid,
+        raw or random): its <parameters> get ``mode: M``, which i-PI also passes to pet-driver in
+        INIT. InputError if the input has no averaged channel."""
         mode = parse_mode(mode)
-        for channel, element in zip(self.channels(), self._ffsockets()):
-            if channel.mode in ("raw", "random"):
-                continue
-            parameters = _child(element, "parameters")
-            values = read_dict(parameters.text) if (parameters.text or "").strip() else {}
-            values["mode"] = mode
-            parameters.text = "{" + ", ".join(f"{key}: {value}" for key, value in values.items()) + "}"
+        averaged = [(element, f"ffsocket {channel.name!r}")
+                    for channel, element in zip(self.channels(), self._ffsockets())
+                    if channel.mode not in ("raw", "random")]
+        averaged += [(element, _ffdirect(element)) for element in self.in_process()
+                     if self.in_process_mode(element) not in ("raw", "random")]
+        if not averaged:
+            raise InputError(f"--grid {mode}: {self.path.name} has no averaged channel (a forcefield "
+                             "in a rotation-grid mode such as 2i), only raw or random ones")
+        for element, owner in averaged:
+            self._set_parameters(element, owner, mode=mode)
 
     def make_addresses_unique(self, tag: str) -> None:
         """Append ``-tag`` to every unix address and give every inet socket on this machine a free
@@ -109,6 +222,7 @@ class IPIInput:
             address = _child(element, "address")
             host = (address.text or "localhost").strip()
             if element.get("mode", "inet") == "unix":
+                self._check_socket_path(element.get("name", ""), host, f"{host}-{tag}")
                 address.text = f"{host}-{tag}"
             elif host in LOCAL_HOSTS:
                 _child(element, "port").text = str(free_port(host))
@@ -123,9 +237,15 @@ class IPIInput:
         _child(self.root, "total_steps").text = str(int(steps))
 
     def use_inet(self, host: str, port: int) -> None:
-        """Make every <ffsocket> an inet socket on ``host``, on ports ``port``, ``port + 1``, ..."""
+        """Make every <ffsocket> an inet socket on ``host``, on ports ``port``, ``port + 1``, ...;
+        InputError if the last one is beyond 65535."""
         self.channels()
-        for k, element in enumerate(self._ffsockets()):
+        sockets = self._ffsockets()
+        if sockets and port + len(sockets) - 1 > MAX_PORT:
+            raise InputError(f"--inet {host}:{port}: the {len(sockets)} sockets of {self.path.name} "
+                             f"need ports {port} to {port + len(sockets) - 1}, beyond {MAX_PORT}: "
+                             f"give a port up to {MAX_PORT - len(sockets) + 1}")
+        for k, element in enumerate(sockets):
             element.set("mode", "inet")
             _child(element, "address").text = host
             _child(element, "port").text = str(port + k)
@@ -189,6 +309,14 @@ class IPIInput:
                 stride = int(element.get("stride", 1))
                 element.set("stride", str(max(1, round(stride * old / inner_steps))))
 
+    def per_atom_files(self) -> list:
+        """(tag, file name) of the <initialize> children read from a structure file with one entry
+        per atom (<velocities mode="xyz">v.xyz</velocities>, momenta, masses, labels)."""
+        initialize = self.root.find("./system/initialize")
+        return [(element.tag, (element.text or "").strip())
+                for element in (initialize if initialize is not None else [])
+                if element.tag in PER_ATOM_FILES and element.get("mode") in TEMPLATE_MODES]
+
     def start_file(self):
         """The <initialize><file> element of the (single) system, or None."""
         files = self.root.findall("./system/initialize/file")
@@ -242,6 +370,11 @@ def free_port(host: str) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind((host, 0))
         return probe.getsockname()[1]
+
+
+def _ffdirect(element) -> str:
+    """How errors name an <ffdirect>: ``ffdirect 'NAME'``."""
+    return f"ffdirect {element.get('name', '')!r}"
 
 
 def _text(element, tag: str) -> str:

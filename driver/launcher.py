@@ -2,9 +2,9 @@
 
 The folder holds an i-PI XML input (``input.xml``, or its only ``*.xml``) and what it reads.
 pet-run writes a copy, ``pet-run-input.xml``, with socket addresses made unique to this run (and
-the changes its options ask for: steps, multiple time steps, start structure, inet sockets), in the
-folder or in ``--run-dir`` (where the folder's input files are copied first), starts ``i-pi`` on it
-there and one ``pet-driver`` serving every ``<ffsocket>`` (channel convention: see
+the changes its options ask for: steps, multiple time steps, start structure, inet sockets, the
+<parameters> of in-process forcefields), in the folder or in ``--run-dir`` (where the folder's
+input files are copied first), starts ``i-pi`` on it there and one ``pet-driver`` serving every ``<ffsocket>`` (channel convention: see
 :mod:`driver.ipi_input`), follows the progress in i-PI's properties output and waits. i-PI's
 outputs, ``pet-run-ipi.log`` and ``pet-run-driver.log`` stay in the run directory. On Ctrl-C,
 SIGTERM, ``--timeout`` or when either process fails, both are stopped (no processes or
@@ -24,10 +24,15 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
+import torch
+
+from pet.calculator import load_model
 from pet.models import default_model_path
 
+from .arguments import finite_float
 from .ipi_input import TEMPLATE_MODES, InputError, IPIInput, SocketChannel
-from .start_structure import pick_frame, read_frames, write_start
+from .protocol import SOCKETS_PREFIX
+from .start_structure import atom_count, pick_frame, read_frames, write_start
 
 COPY_NAME = "pet-run-input.xml"
 START_NAME = "pet-run-init.xyz"
@@ -49,9 +54,11 @@ examples:
   pet-run inputs/bulk-nvt --inet node1:31415 --no-driver --device cuda
                                                  i-PI alone; prints the pet-driver command
 
-An input with only in-process forcefields (<ffdirect>, e.g. inputs/mts-inprocess) runs i-PI
-alone; --model then reaches them as $PET_IPI_MODEL. File names in the input may start with
-$PET_IPI_SHARED (default: shared/data beside the checkout).
+An input with only in-process forcefields (<ffdirect> running pet-ipi's PES, e.g.
+inputs/mts-inprocess) runs i-PI alone; --grid, --model, --device, --dtype and the start structure
+(as template) then go into their <parameters>, and their models are loaded once before i-PI starts,
+to check them. A <simulation sockets_prefix> is passed on to pet-driver. File names in the input may
+start with $PET_IPI_SHARED (default: shared/data beside the checkout).
 exit status: 0 when i-PI finished and the driver ended on i-PI's EXIT, 1 on a failure of either
 (the last lines of its log are shown), 2 on a command-line mistake, 130 when interrupted."""
 
@@ -87,13 +94,25 @@ def build_parser() -> argparse.ArgumentParser:
                         "directory, print the pet-driver command serving it and exit")
     parser.add_argument("--model", metavar="PATH", help="PET checkpoint (default: $PET_IPI_MODEL "
                         f"or the shipped model, now {default_model_path()})")
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--dtype", default="float64", choices=["float32", "float64"])
+    parser.add_argument("--device", choices=["cpu", "cuda"], help="where the model runs, in "
+                        "pet-driver or inside i-PI (default: cpu; for in-process forcefields, the "
+                        "device of their <parameters>)")
+    parser.add_argument("--dtype", choices=["float32", "float64"], help="floating-point precision "
+                        "of the model (default: float64; for in-process forcefields, the dtype of "
+                        "their <parameters>)")
     parser.add_argument("--threads", type=int, metavar="N", help="CPU threads of each pet-driver "
                         "(default: torch's, one per core; 1 when other jobs share the cores)")
-    parser.add_argument("--timeout", type=float, metavar="SECONDS",
+    parser.add_argument("--timeout", type=finite_float(0.0, low_allowed=False, unit=" s"),
+                        metavar="SECONDS",
                         help="stop both processes and fail after this long (default: no limit)")
     return parser
+
+
+def check_run_dir(run_dir: Path) -> None:
+    """InputError if ``run_dir`` exists and is not a directory."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise InputError(f"--run-dir {run_dir} is a file, not a directory: give a directory "
+                         "(it is created if missing)")
 
 
 def find_input(folder: Path) -> Path:
@@ -147,19 +166,72 @@ def set_start(xml: IPIInput, folder: Path, run_dir: Path, structure: Optional[st
     if element is None:
         raise InputError(f"{xml.path.name} has no <initialize><file> for --structure/--frame to replace")
     path = Path(structure).resolve() if structure is not None else folder / (element.text or "").strip()
-    write_start(pick_frame(read_frames(path), frame, path), run_dir / START_NAME)
+    atoms = pick_frame(read_frames(path), frame, path)
+    check_per_atom_files(xml, folder, len(atoms))
+    write_start(atoms, run_dir / START_NAME)
     element.text = START_NAME
     element.set("mode", "ase")
     for attribute in ("units", "cell_units"):
         element.attrib.pop(attribute, None)
 
 
-def driver_command(channels: List[SocketChannel], args, template: Optional[Path]) -> List[str]:
-    """The pet-driver command serving ``channels`` (with pet-run's --device, --dtype, --threads, --model)."""
+def check_per_atom_files(xml: IPIInput, folder: Path, n_atoms: int) -> None:
+    """InputError if a per-atom file of the input (e.g. its <velocities> file) has another number
+    of atoms than the new start structure's ``n_atoms``."""
+    for tag, name in xml.per_atom_files():
+        count = atom_count(folder / name)
+        if count != n_atoms:
+            raise InputError(f"the new start structure has {n_atoms} atoms, but {xml.path.name} reads "
+                             f"<{tag}> from {name}, with {count}: give a structure of {count} atoms, "
+                             f"or use an input whose <{tag}> is not read from a file")
+
+
+def check_local_device(device: Optional[str]) -> None:
+    """InputError if ``device`` is cuda and this machine, where pet-driver is to run, has none."""
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda: torch sees no CUDA device on this machine, where pet-driver "
+                         "would run: use --device cpu, or --no-driver to run the drivers elsewhere")
+
+
+def set_in_process(xml: IPIInput, args, run_dir: Path) -> None:
+    """Apply --model, --device, --dtype and the start structure in ``run_dir`` (as template) to
+    the in-process forcefields."""
+    xml.set_in_process(model=None if args.model is None else Path(args.model).resolve(),
+                       device=args.device, dtype=args.dtype, template=xml.template(run_dir))
+
+
+def check_in_process(xml: IPIInput, run_dir: Path) -> None:
+    """InputError if an in-process forcefield asks for a device this machine lacks or names a
+    model that does not load (each model loaded once, on the CPU; paths taken in ``run_dir``,
+    where i-PI runs), so that i-PI does not start only to fail."""
+    checked = set()
+    for element in xml.in_process():
+        parameters = xml.in_process_parameters(element)
+        name = element.get("name", "")
+        if str(parameters.get("device", "cpu")) == "cuda" and not torch.cuda.is_available():
+            raise InputError(f"ffdirect {name!r} runs the model on cuda, but torch sees no CUDA "
+                             "device on this machine: use --device cpu")
+        model = parameters.get("model")
+        path = default_model_path() if model is None else run_dir / str(model)
+        dtype = str(parameters.get("dtype", "float64"))
+        if (path, dtype) not in checked:
+            try:
+                load_model(path, "cpu", dtype)
+            except ValueError as error:
+                raise InputError(f"ffdirect {name!r}: cannot load the model: {error}") from None
+            checked.add((path, dtype))
+
+
+def driver_command(channels: List[SocketChannel], args, template: Optional[Path],
+                   sockets_prefix: str = SOCKETS_PREFIX) -> List[str]:
+    """The pet-driver command serving ``channels`` (with pet-run's --device, --dtype, --threads,
+    --model and the input's sockets prefix)."""
     command = [executable("pet-driver"), "--retry", "--connect-timeout", str(CONNECT_TIMEOUT),
-               "--device", args.device, "--dtype", args.dtype]
+               "--device", args.device or "cpu", "--dtype", args.dtype or "float64"]
     if args.threads is not None:
         command += ["--threads", str(args.threads)]
+    if sockets_prefix != SOCKETS_PREFIX:
+        command += ["--sockets-prefix", sockets_prefix]
     for channel in channels:
         command += ["--channel", f"{channel.mode}={channel.address}"]
     if args.model is not None:
@@ -260,9 +332,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     folder = Path(args.folder).resolve()
     run_dir = Path(args.run_dir).resolve() if args.run_dir is not None else folder
     try:
+        check_run_dir(run_dir)
         source = find_input(folder)
         xml = IPIInput(source)
         xml.expand_shared()
+        xml.anchor_sockets_prefix(run_dir)
         if args.grid is not None:
             xml.set_grid(args.grid)
         if args.mts is not None:
@@ -280,20 +354,24 @@ def main(argv: Optional[List[str]] = None) -> int:
         channels = xml.channels()
         if args.print_driver_command and not channels:
             raise InputError(f"{source.name} has no <ffsocket>: there is no driver to start")
+        if channels and not (args.no_driver or args.print_driver_command):
+            check_local_device(args.device)
         if run_dir != folder:
             copy_inputs(folder, run_dir, xml.output_prefix)
         set_start(xml, folder, run_dir, args.structure, args.frame)
+        set_in_process(xml, args, run_dir)
+        check_in_process(xml, run_dir)
     except (InputError, ValueError, OSError) as error:
         print(f"pet-run: error: {error}", file=sys.stderr)
         return 2
     copy = xml.write(run_dir / COPY_NAME)
-    command = driver_command(channels, args, xml.template(run_dir))
+    command = driver_command(channels, args, xml.template(run_dir), xml.sockets_prefix)
     if args.print_driver_command:
         print(shlex.join(command), flush=True)
         return 0
     environment = dict(os.environ)
-    if args.model is not None:  # also for in-process (<ffdirect>) forcefields without a model
-        environment["PET_IPI_MODEL"] = str(Path(args.model).resolve())
+    if args.threads is not None and xml.in_process():  # torch inside i-PI takes its threads from it
+        environment["OMP_NUM_THREADS"] = str(args.threads)
 
     signal.signal(signal.SIGTERM, _raise_stop)
     ipi = driver = None

@@ -19,6 +19,7 @@ the ones computed here.
 """
 
 import json
+import os
 import socket
 import time
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ from ipi.utils.units import unit_to_internal
 HEADER_LENGTH = 12
 SOCKETS_PREFIX = "/tmp/ipi_"
 """i-PI's default prefix of unix socket files: address NAME is the file /tmp/ipi_NAME."""
+UNIX_PATH_MAX = 107
+"""The longest unix socket path the OS takes, in bytes (Linux: 108 with the final NUL)."""
 
 ANGSTROM_PER_BOHR = 1.0 / unit_to_internal("length", "angstrom", 1.0)
 EV_PER_HARTREE = 1.0 / unit_to_internal("energy", "electronvolt", 1.0)
@@ -98,13 +101,23 @@ def answer_to_ipi(answer: Answer) -> Tuple[float, np.ndarray, np.ndarray, str]:
 # ---------------------------------------------------------------------------------------------
 # addresses and connecting
 
+def check_socket_path(path: str) -> None:
+    """ValueError if the unix socket file ``path`` is longer than the OS allows."""
+    length = len(os.fsencode(path))
+    if length > UNIX_PATH_MAX:
+        raise ValueError(f"the socket file {path} is {length} bytes long, more than the "
+                         f"{UNIX_PATH_MAX} the OS allows")
+
+
 @dataclass(frozen=True)
 class Address:
-    """Where i-PI listens: ``unix:NAME`` (the file /tmp/ipi_NAME) or ``inet:HOST:PORT``."""
+    """Where i-PI listens: ``unix:NAME`` (the file ``prefix`` + NAME, by default /tmp/ipi_NAME,
+    as i-PI's <simulation sockets_prefix>) or ``inet:HOST:PORT``."""
 
     kind: str
     name: str
     port: int = 0
+    prefix: str = SOCKETS_PREFIX
 
     def __str__(self) -> str:
         return f"unix:{self.name}" if self.kind == "unix" else f"inet:{self.name}:{self.port}"
@@ -112,14 +125,20 @@ class Address:
     @property
     def path(self) -> str:
         """The unix socket file."""
-        return SOCKETS_PREFIX + self.name
+        return self.prefix + self.name
 
     @classmethod
-    def parse(cls, spec: str) -> "Address":
-        """``unix:NAME`` or ``inet:HOST:PORT``; ValueError saying what is accepted otherwise."""
+    def parse(cls, spec: str, prefix: str = SOCKETS_PREFIX) -> "Address":
+        """``unix:NAME`` (the socket file ``prefix`` + NAME) or ``inet:HOST:PORT``; ValueError
+        saying what is accepted otherwise, or that the socket file's name is too long."""
         kind, _, rest = str(spec).partition(":")
         if kind == "unix" and rest and "/" not in rest:
-            return cls("unix", rest)
+            address = cls("unix", rest, prefix=prefix)
+            try:
+                check_socket_path(address.path)
+            except ValueError as error:
+                raise ValueError(f"bad address {spec!r}: {error} (use a shorter NAME)") from None
+            return address
         if kind == "inet":
             host, _, port = rest.rpartition(":")
             if host and port.isdigit() and 0 < int(port) < 65536:

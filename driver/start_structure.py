@@ -36,6 +36,19 @@ def read_frames(path) -> List[Atoms]:
     return frames
 
 
+def atom_count(path) -> int:
+    """The number of atoms (entries) of the first frame of the structure file ``path``: the first
+    line of an xyz file (also i-PI's velocity or force files), else what ASE reads; InputError if
+    it cannot be read."""
+    path = Path(path)
+    try:
+        with open(path, errors="replace") as handle:
+            first_line = handle.readline().strip()
+        return int(first_line) if first_line.isdigit() else len(ase.io.read(path, 0))
+    except Exception as error:  # ASE's readers raise many kinds on a malformed file
+        raise InputError(f"cannot read {path} ({type(error).__name__}: {error})") from None
+
+
 def pick_frame(frames: List[Atoms], frame, path) -> Atoms:
     """Frame number ``frame`` (from 0; negative from the end, -1 the last; None: the only one) of
     ``frames`` read from ``path``."""

@@ -12,16 +12,37 @@ import numpy as np
 
 _SPEC = re.compile(r"^([1-9][0-9]*)(i?)$")
 
+MAX_ORDER = 20
+"""The largest grid order N: grid N has N (2N-1)² rotations (30420 for N = 20, twice as many
+with ``i``), each one a copy of the structure through the model."""
+
+
+class GridTooLarge(ValueError):
+    """A grid spec of the right form whose order N exceeds :data:`MAX_ORDER`."""
+
+
+def grid_size(order: int, improper: bool) -> int:
+    """The number of rotations of grid ``order`` (doubled with improper rotations)."""
+    return order * (2 * order - 1) ** 2 * (2 if improper else 1)
+
 
 def parse_grid_spec(spec) -> tuple:
-    """``"3i"`` → (3, True); a bad spec raises ValueError saying what is accepted."""
+    """``"3i"`` → (3, True); a bad spec raises ValueError saying what is accepted (GridTooLarge,
+    a ValueError, for an order above :data:`MAX_ORDER`)."""
     match = _SPEC.match(str(spec).strip())
     if match is None:
         raise ValueError(
             f"bad rotation grid {spec!r}: use a positive integer N, optionally followed by 'i' "
             "for improper rotations (e.g. 1, 2, 2i, 3, 3i)"
         )
-    return int(match.group(1)), bool(match.group(2))
+    digits, improper = match.group(1), bool(match.group(2))
+    if len(digits) > len(str(MAX_ORDER)) or int(digits) > MAX_ORDER:
+        raise GridTooLarge(
+            f"rotation grid {str(spec).strip()!r} is too large: N can be at most {MAX_ORDER} "
+            f"(grid N has N(2N-1)² rotations, {grid_size(MAX_ORDER, False)} for N = {MAX_ORDER}, "
+            "twice as many with 'i')"
+        )
+    return int(digits), improper
 
 
 def euler_zyz(alpha, beta, gamma) -> np.ndarray:

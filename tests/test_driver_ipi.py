@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from ase.build import molecule
 
 from driver import cli
@@ -237,21 +238,17 @@ def test_ipi_dying_mid_run_ends_the_driver(processes, tmp_path, tiny_checkpoint)
     assert "Traceback" not in report
 
 
-@pytest.mark.parametrize("case", ["atom count", "species", "overlap"])
+@pytest.mark.parametrize("case", ["atom count", "overlap"])
 def test_structures_the_model_cannot_take(processes, tmp_path, tiny_checkpoint, case):
-    """A wrong atom count, an unknown species, overlapping atoms: the driver says so in one line and
-    exits 1; i-PI (exit_on_disconnect) stops too instead of waiting."""
+    """A wrong atom count, overlapping atoms: the driver says so in one line and exits 1; i-PI
+    (exit_on_disconnect) stops too instead of waiting. (A template with an unknown species fails
+    before connecting: test_a_template_with_elements_the_model_lacks_fails_before_connecting.)"""
     water = molecule("H2O")[[0, 1, 2]]
     water.cell = [30.0, 30.0, 30.0]
     template = tmp_path / "template.xyz"
     if case == "atom count":
         write_ipi_xyz(template, [water + water])
         expected = "i-PI sent 3 atoms but the template"
-    elif case == "species":
-        carbon = water.copy()
-        carbon.symbols[0] = "C"
-        write_ipi_xyz(template, [carbon])
-        expected = "this model knows only H, O; the structure contains C"
     else:
         water.positions[2] = water.positions[0] + [0.0, 0.0, 0.1]
         write_ipi_xyz(template, [water])
@@ -302,3 +299,56 @@ def test_command_line_errors(processes, tmp_path, tiny_checkpoint, capsys, caplo
     with pytest.raises(SystemExit):
         cli.main(["--help"])
     assert "--template FILE" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--seed", "-1", "--channel", "random=unix:x"], "argument --seed: must be a non-negative integer, got '-1'"),
+    (["--seed", "1.5"], "argument --seed: must be a non-negative integer"),
+    (["--grid", "1000"], "rotation grid '1000' is too large: N can be at most 20 (grid N has N(2N-1)² rotations"),
+    (["--grid", "99999999999999999999"], "is too large: N can be at most 20"),
+    (["--channel", "21i=unix:x"], "is too large: N can be at most 20"),
+    (["--retry", "--connect-timeout", "nan"], "argument --connect-timeout: must be a finite number >= 0 s, got 'nan'"),
+    (["--connect-timeout", "-5"], "argument --connect-timeout: must be a finite number >= 0 s, got '-5'"),
+    (["--connect-timeout", "inf"], "got 'inf'"),
+    (["--retry", "--channel", "raw=unix:" + "a" * 150], "is 159 bytes long, more than the 107 the OS allows"),
+    (["--sockets-prefix", "/" + "d" * 100], "bad address 'unix:pet-raw': the socket file"),
+])
+def test_driver_rejects_bad_values_before_loading_the_model(arguments, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(arguments)
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert message in error and len(error.strip().splitlines()) == 1, error
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_on_a_machine_without_it_says_to_use_the_cpu(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--device", "cuda"])
+    assert exit_info.value.code == 2
+    assert "torch sees no CUDA device on this machine: use --device cpu" in capsys.readouterr().err
+
+
+def test_the_sockets_prefix_names_the_socket_files():
+    args = cli.build_parser().parse_args(["--grid", "2i", "--sockets-prefix", "/scratch/run/s_"])
+    assert [(str(a), a.path) for _, a in cli.channel_specs(args)] == [
+        ("unix:pet-raw", "/scratch/run/s_pet-raw"), ("unix:pet-2i", "/scratch/run/s_pet-2i")]
+
+
+def test_a_template_with_elements_the_model_lacks_fails_before_connecting(tmp_path, tiny_checkpoint, caplog):
+    methane = molecule("CH4")
+    methane.cell = [30.0, 30.0, 30.0]
+    template = write_ipi_xyz(tmp_path / "methane.xyz", [methane])
+    absent = unique_name("none")
+    assert cli.main(["--model", str(tiny_checkpoint), "--template", str(template), "--retry",
+                     "--channel", f"raw=unix:{absent}"]) == 1
+    assert f"the template {template}: this model knows only H, O; the structure contains C" in caplog.text
+    assert "not reachable" not in caplog.text
+
+
+def test_help_explains_device_and_dtype(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--device {cpu,cuda} where the model runs" in text and "--dtype {float32,float64} floating-point" in text
+    assert "--sockets-prefix PREFIX" in text

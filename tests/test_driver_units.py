@@ -8,8 +8,8 @@ from ase.build import molecule
 from ipi.utils.units import unit_to_internal
 
 from driver.channels import OVERLAP_DISTANCE, Channel, StructureError, parse_mode
-from driver.protocol import (ANGSTROM_PER_BOHR, EV_PER_HARTREE, Address, Answer, answer_to_ipi,
-                             parse_init, structure_from_ipi)
+from driver.protocol import (ANGSTROM_PER_BOHR, EV_PER_HARTREE, SOCKETS_PREFIX, UNIX_PATH_MAX, Address,
+                             Answer, answer_to_ipi, parse_init, structure_from_ipi)
 from driver.species import Species, SpeciesError
 from pet.calculator import PETCalculator
 
@@ -44,6 +44,17 @@ def test_addresses():
             Address.parse(bad)
 
 
+def test_unix_addresses_carry_the_sockets_prefix_and_must_fit_the_os_limit():
+    assert Address.parse("unix:md", prefix="/scratch/run/s_").path == "/scratch/run/s_md"
+    assert str(Address.parse("unix:md", prefix="/scratch/run/s_")) == "unix:md"
+    longest = "x" * (UNIX_PATH_MAX - len(SOCKETS_PREFIX))
+    assert Address.parse(f"unix:{longest}").path == SOCKETS_PREFIX + longest
+    with pytest.raises(ValueError, match=r"bad address .* is 108 bytes long, more than the 107 the OS allows"):
+        Address.parse(f"unix:{longest}x")
+    with pytest.raises(ValueError, match="more than the 107"):
+        Address.parse("unix:md", prefix="/" + "p" * 110)
+
+
 def test_init_strings():
     # i-PI: "<parameters>" as " k : v , " then ", batch_size:N"; ASE sends one NUL byte
     assert parse_init(" mode : 2i , species : OH2 , , batch_size:4") == {
@@ -57,6 +68,9 @@ def test_modes():
     assert [parse_mode(m) for m in ["raw", "random", "2i", " 3 "]] == ["raw", "random", "2i", "3"]
     with pytest.raises(ValueError, match="bad channel mode"):
         parse_mode("2x")
+    assert parse_mode("20i") == "20i"
+    with pytest.raises(ValueError, match="rotation grid '21' is too large: N can be at most 20"):
+        parse_mode("21")
 
 
 def test_species(tmp_path):

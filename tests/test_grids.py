@@ -9,6 +9,7 @@ from torch import nn
 
 from grids import parse_grid_spec, random_rotation, rotation_grid
 from grids.averaging import GridAverage, RandomRotation, RawModel, make_evaluator
+from grids.quadrature import MAX_ORDER, GridTooLarge
 from pet.compute import compute
 from pet.model import GEOMETRY_INIT_SCALE
 from pet.neighbors import graph_from_atoms
@@ -91,6 +92,18 @@ def test_parse_grid_spec(spec, expected):
 def test_bad_grid_specs_say_what_is_accepted(spec):
     with pytest.raises(ValueError, match=r"positive integer N, optionally followed by 'i'"):
         rotation_grid(spec)
+
+
+@pytest.mark.parametrize("spec", ["21", "21i", "1000", "99999999999999999999", "9" * 5000])
+def test_grids_above_the_largest_order_are_refused_before_any_memory_is_taken(spec):
+    with pytest.raises(GridTooLarge, match=r"too large: N can be at most 20 \(grid N has N\(2N-1\)² rotations"):
+        parse_grid_spec(spec)
+    with pytest.raises(ValueError, match="at most 20"):
+        rotation_grid(spec)
+
+
+def test_the_largest_grid_is_accepted():
+    assert parse_grid_spec("20i") == (MAX_ORDER, True) and MAX_ORDER == 20
 
 
 def test_random_rotation_is_orthogonal_proper_and_reproducible():

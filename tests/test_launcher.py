@@ -5,9 +5,14 @@ import re
 import shutil
 import signal
 import sys
+import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
+import ase.io
 import pytest
+import torch
+from ase.build import molecule
+from ipi.utils.io.inputs.io_xml import read_dict
 
 from driver import launcher
 from driver_processes import log_text, processes, read_properties, wait_for  # noqa: F401 (fixture)
@@ -100,3 +105,135 @@ def test_inputs_pet_run_cannot_run(tmp_path, capsys):
         "<simulation><ffsocket name='raw' mode='shm'><address>x</address></ffsocket></simulation>")
     assert launcher.main([str(tmp_path)]) == 2
     assert "not supported" in capsys.readouterr().err
+
+
+def input_copy(tmp_path, name: str, *replacements) -> Path:
+    """A copy of inputs/NAME in ``tmp_path`` with (old, new) text replacements in its input.xml."""
+    folder = Path(shutil.copytree(INPUTS / name, tmp_path / name, ignore=shutil.ignore_patterns(
+        "simulation.*", "RESTART", "pet-run-*", "#*")))
+    text = (folder / "input.xml").read_text()
+    for old, new in replacements:
+        assert old in text
+        text = text.replace(old, new)
+    (folder / "input.xml").write_text(text)
+    return folder
+
+
+def two_waters(tmp_path) -> Path:
+    """A start structure of 6 atoms (two water molecules in a 20 Å box)."""
+    atoms = molecule("H2O") + molecule("H2O")
+    atoms.positions[3:] += [3.0, 0.0, 0.0]
+    atoms.cell = [20.0, 20.0, 20.0]
+    path = tmp_path / "two-waters.xyz"
+    ase.io.write(path, atoms, format="extxyz")
+    return path
+
+
+def pet_run_error(capsys, *arguments) -> str:
+    """The one line pet-run prints for a mistake found before anything starts (status 2)."""
+    assert launcher.main([str(a) for a in arguments]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and error.startswith("pet-run: error: "), error
+    return error
+
+
+@pytest.mark.parametrize("timeout", ["nan", "-1", "0", "inf"])
+def test_pet_run_needs_a_finite_positive_timeout(timeout, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        launcher.main([str(EXAMPLE), "--timeout", timeout])
+    assert exit_info.value.code == 2
+    assert f"argument --timeout: must be a finite number > 0 s, got '{timeout}'" in capsys.readouterr().err
+
+
+def test_option_mistakes_are_one_line_before_anything_starts(tmp_path, capsys):
+    (tmp_path / "afile").write_text("")
+    error = pet_run_error(capsys, EXAMPLE, "--run-dir", tmp_path / "afile")
+    assert f"--run-dir {tmp_path / 'afile'} is a file, not a directory" in error
+    error = pet_run_error(capsys, INPUTS / "stability-gas", "--grid", "2i", "--run-dir", tmp_path / "run")
+    assert "--grid 2i: input.xml has no averaged channel" in error
+    error = pet_run_error(capsys, EXAMPLE, "--grid", "1000", "--run-dir", tmp_path / "run")
+    assert "rotation grid '1000' is too large: N can be at most 20" in error
+    error = pet_run_error(capsys, EXAMPLE, "--inet", "localhost:65535", "--run-dir", tmp_path / "run")
+    assert "need ports 65535 to 65536, beyond 65535: give a port up to 65534" in error
+    error = pet_run_error(capsys, INPUTS / "gas-nve", "--structure", two_waters(tmp_path),
+                          "--run-dir", tmp_path / "run")
+    assert "the new start structure has 6 atoms, but input.xml reads <velocities> from velocities.xyz, with 3" in error
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_is_checked_where_the_model_would_run(tmp_path, capsys):
+    error = pet_run_error(capsys, EXAMPLE, "--device", "cuda", "--run-dir", tmp_path / "run")
+    assert "torch sees no CUDA device on this machine, where pet-driver would run: use --device cpu" in error
+    assert launcher.main([str(EXAMPLE), "--device", "cuda", "--run-dir", str(tmp_path / "run"),
+                          "--print-driver-command"]) == 0  # the drivers run elsewhere
+    assert "--device cuda" in capsys.readouterr().out
+    error = pet_run_error(capsys, INPUTS / "mts-inprocess", "--device", "cuda", "--run-dir", tmp_path / "run")
+    assert "ffdirect 'raw' runs the model on cuda, but torch sees no CUDA device" in error
+
+
+@pytest.mark.parametrize("replacement, message", [
+    (("<address>pet-raw</address>", "<address>pet-raw</address><parameters>{mode: 2x}</parameters>"),
+     "bad mode '2x' in the <parameters> of ffsocket 'raw' in input.xml: use raw, random or a rotation grid N or Ni"),
+    (('<ffsocket name="raw" mode="unix">', '<ffsocket name="raw" mode="inet"><port>abc</port>'),
+     "ffsocket 'raw' in input.xml: bad <port> 'abc': use a port from 1 to 65535"),
+    (('<ffsocket name="raw" mode="unix">\n    <address>pet-raw</address>',
+      '<ffsocket name="raw" mode="inet"><port>99999</port>\n    <address>node1</address>'),
+     "ffsocket 'raw' in input.xml: bad <port> '99999': use a port from 1 to 65535"),
+    (("<address>pet-raw</address>", f"<address>{'a' * 120}</address>"),
+     f"ffsocket 'raw' in input.xml: <address>{'a' * 120}</address> is too long: the socket file"),
+    (("<address>pet-raw</address>", f"<address>{'a' * 97}</address>"),
+     f"<address>{'a' * 97}</address> is too long (pet-run makes it {'a' * 97}-"),
+])
+def test_bad_ffsockets_are_named_with_their_file(tmp_path, capsys, replacement, message):
+    folder = input_copy(tmp_path, "mts-example", replacement)
+    assert message in pet_run_error(capsys, folder)
+    assert not (folder / launcher.COPY_NAME).exists()
+
+
+def test_the_sockets_prefix_of_the_input_reaches_the_driver(tmp_path, capsys):
+    folder = input_copy(tmp_path, "mts-example", ("<simulation ", '<simulation sockets_prefix="s_" '))
+    assert launcher.main([str(folder), "--print-driver-command"]) == 0
+    command = capsys.readouterr().out.split()
+    assert command[command.index("--sockets-prefix") + 1] == f"{folder}/s_"
+    assert f'sockets_prefix="{folder}/s_"' in (folder / launcher.COPY_NAME).read_text()
+
+
+def test_in_process_forcefields_get_the_options(tmp_path, tiny_checkpoint, monkeypatch, capsys):
+    """--grid, --dtype, --model and --structure go into the <ffdirect> parameters (i-PI itself is
+    replaced by a command that ends at once: no MD)."""
+    monkeypatch.setattr(launcher, "executable", lambda name: "true")
+    run_dir = tmp_path / "run"
+    assert launcher.main([str(INPUTS / "mts-inprocess"), "--run-dir", str(run_dir), "--grid", "3i",
+                          "--dtype", "float32", "--model", str(tiny_checkpoint),
+                          "--structure", str(two_waters(tmp_path))]) == 0, capsys.readouterr().err
+    written = ElementTree.parse(run_dir / launcher.COPY_NAME).getroot()
+    parameters = [read_dict(e.find("parameters").text) for e in written.findall("ffdirect")]
+    assert [p["mode"] for p in parameters] == ["raw", "3i"]
+    for p in parameters:
+        assert (p["dtype"], p["model"], p["template"]) == ("float32", str(tiny_checkpoint),
+                                                          str(run_dir / launcher.START_NAME))
+
+
+def test_an_in_process_model_that_does_not_load_stops_before_ipi(tmp_path, capsys):
+    (tmp_path / "notmodel.pt").write_text("not a checkpoint")
+    error = pet_run_error(capsys, INPUTS / "mts-inprocess", "--run-dir", tmp_path / "run",
+                          "--model", tmp_path / "notmodel.pt")
+    assert f"ffdirect 'raw': cannot load the model: {tmp_path / 'notmodel.pt'}" in error
+    assert not (tmp_path / "run" / "pet-run-ipi.log").exists()
+
+
+def test_help_explains_device_and_dtype(capsys):
+    with pytest.raises(SystemExit):
+        launcher.main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--device {cpu,cuda} where the model runs" in text and "--dtype {float32,float64} floating-point" in text
+
+
+def test_a_run_with_a_sockets_prefix_uses_its_socket_files(processes, tmp_path, tiny_checkpoint):
+    """i-PI listens under <simulation sockets_prefix>, pet-driver dials there, and nothing is left."""
+    folder = input_copy(tmp_path, "mts-example", ("<simulation ", '<simulation sockets_prefix="s_" '))
+    run = processes.start(pet_run(folder, "--model", tiny_checkpoint, "--steps", 1, "--timeout", 120),
+                          "pet-run.log")
+    assert processes.wait(run, 150) == 0, log_text(run)
+    assert read_properties(folder / "simulation.out")["step"].tolist() == [0, 1]
+    assert not list(folder.glob("s_*")) and not processes_in(folder)

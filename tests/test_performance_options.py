@@ -80,8 +80,10 @@ def test_bad_memory_budgets_are_rejected(tiny_model):
     (["--max-memory", "0"], "--max-memory must be positive"),
     (["--max-memory", "100", "--chunk-size", "2"], "either --chunk-size or --max-memory"),
     (["--threads", "0"], "--threads must be at least 1"),
-    (["--skin", "-0.1"], "--skin must be >= 0"),
-    (["--skin", "nan"], "--skin must be >= 0"),
+    (["--skin", "-0.1"], "argument --skin: must be a finite number >= 0 Å and <= 10 Å"),
+    (["--skin", "nan"], "argument --skin: must be a finite number >= 0 Å and <= 10 Å"),
+    (["--skin", "inf"], "got 'inf'"),
+    (["--skin", "1e9"], "(a larger skin only slows the neighbour list), got '1e9'"),
 ])
 def test_driver_rejects_bad_memory_thread_and_skin_options(arguments, message, capsys):
     with pytest.raises(SystemExit) as stop:
