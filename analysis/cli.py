@@ -10,16 +10,28 @@ import sys
 from . import (angular_momentum, diffusion, dipole_acf, drift, gofr, ice, intact, orientation,
                orientation_correlation, spectrum, torque)
 from .errors import AnalysisError
-from .output import write_outputs
+from .output import output_prefix, write_outputs
 
 ANALYSES = [angular_momentum, torque, spectrum, orientation, gofr, orientation_correlation,
             diffusion, dipole_acf, drift, intact, ice]
 """Modules with NAME, HELP, EXAMPLE, add_arguments(parser) and run(args) -> (result, figure, summary)."""
 
 
+class UsageError(Exception):
+    """A command line argparse rejects, as the one line to print."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line (``PROG: error: ...``, no usage) raised as
+    :class:`UsageError`, like the analyses' own errors; ``--help`` gives the usage."""
+
+    def error(self, message):
+        raise UsageError(f"{self.prog}: error: {message}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     examples = "\n".join(f"  {module.EXAMPLE}" for module in ANALYSES)
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="pet-analyze", description=__doc__.split("\n\n", 1)[1].strip(),
         epilog="examples:\n" + examples, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
@@ -29,16 +41,22 @@ def build_parser() -> argparse.ArgumentParser:
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
         module.add_arguments(sub)
         sub.add_argument("--out", default=module.NAME,
-                         help=f"output prefix: PREFIX.png and PREFIX.json (default {module.NAME})")
+                         help=f"output prefix: PREFIX.png and PREFIX.json (default {module.NAME}); "
+                              f"an existing folder (or one ending in /): FOLDER/{module.NAME}.png and .json")
         sub.set_defaults(analysis=module)
     return parser
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
+    except UsageError as error:
+        print(error, file=sys.stderr)
+        return 2
+    try:
+        prefix = output_prefix(args.out, args.analysis.NAME)
         result, fig, summary = args.analysis.run(args)
-        png, json_path = write_outputs(args.out, result, fig)
+        png, json_path = write_outputs(prefix, result, fig)
     except AnalysisError as error:
         print(f"pet-analyze {args.command}: error: {error}", file=sys.stderr)
         return 2

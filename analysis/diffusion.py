@@ -9,13 +9,16 @@ is not removed (i-PI removes its velocity by default).
 
 Finite-size (Yeh-Hummer) correction for a cubic periodic box of side L:
     D_∞ = D_PBC + k_B T ξ / (6π η L),   ξ = 2.837297, η the shear viscosity.
+Without a periodic cell (molecules in vacuum) the positions are taken as they are and there is
+no correction.
 """
 
 import numpy as np
 from ase.units import _k as BOLTZMANN_J_PER_K
 
+from .arguments import non_negative_float, positive_float, positive_int
 from .errors import AnalysisError
-from .ipi_files import read_trajectory, step_times
+from .ipi_files import frame_interval, read_trajectory
 from .molecules import minimum_image
 from .output import figure
 from .stats import block_slices, linear_fit, mean_and_error, vector_autocorrelation
@@ -51,11 +54,25 @@ def mean_square_displacement(positions: np.ndarray, max_lag: int) -> np.ndarray:
     return np.mean(s1 - 2.0 * correlation, axis=1)
 
 
+def fit_window(lag_times: np.ndarray, start, end) -> list:
+    """[start, end] in ps of the fit (default 20 %..100 % of the largest lag), within the lags and
+    holding at least 3 of them."""
+    largest = float(lag_times[-1])
+    start = 0.2 * largest if start is None else start
+    end = largest if end is None else end
+    if end > largest * (1 + 1e-9):
+        raise AnalysisError(f"--fit-end {end} ps is beyond the largest lag, {largest:.6g} ps (half a block: "
+                            "fewer --blocks give longer lags)")
+    if np.sum((lag_times >= start) & (lag_times <= end)) < 3:
+        raise AnalysisError(f"the fit window {start:.6g}-{end:.6g} ps holds fewer than 3 lags "
+                            f"(lags every {lag_times[1]:.6g} ps up to {largest:.6g} ps)")
+    return [start, end]
+
+
 def fit_diffusion(lag_times: np.ndarray, msd: np.ndarray, start: float, end: float) -> float:
-    """D in Å²/ps from the slope of MSD(τ) (Å²) for start ≤ τ ≤ end (ps), divided by 6."""
+    """D in Å²/ps from the slope of MSD(τ) (Å²) for start ≤ τ ≤ end (ps, see :func:`fit_window`),
+    divided by 6."""
     window = (lag_times >= start) & (lag_times <= end)
-    if window.sum() < 3:
-        raise AnalysisError(f"the fit window {start}-{end} ps holds fewer than 3 lags")
     return linear_fit(lag_times[window], msd[window])[0] / 6.0
 
 
@@ -76,10 +93,10 @@ def diffusion(positions, cells, frame_time: float, n_blocks: int, fit_start=None
     parts = block_slices(len(unwrapped), n_blocks)
     max_lag = (parts[0].stop - parts[0].start) // 2
     if max_lag < 4:
-        raise AnalysisError(f"{len(unwrapped)} frames are too few for {n_blocks} blocks")
+        raise AnalysisError(f"{len(unwrapped)} frames are too few for {n_blocks} blocks "
+                            f"(at least 8 frames per block: {8 * n_blocks})")
     lag_times = np.arange(max_lag + 1) * frame_time
-    start = 0.2 * lag_times[-1] if fit_start is None else fit_start
-    end = lag_times[-1] if fit_end is None else fit_end
+    start, end = fit_window(lag_times, fit_start, fit_end)
     msd = mean_square_displacement(unwrapped, max_lag)
     block_values = [fit_diffusion(lag_times, mean_square_displacement(unwrapped[part], max_lag), start, end)
                     for part in parts]
@@ -91,13 +108,27 @@ def diffusion(positions, cells, frame_time: float, n_blocks: int, fit_start=None
 
 def add_arguments(parser):
     parser.add_argument("positions", help="i-PI positions trajectory (xyz or extxyz)")
-    parser.add_argument("--dt", type=float, required=True, help="i-PI <timestep> in fs (time per step)")
+    parser.add_argument("--dt", type=positive_float, required=True, help="i-PI <timestep> in fs (time per step)")
     parser.add_argument("--element", default="O", help="element whose MSD is computed (default O)")
-    parser.add_argument("--blocks", type=int, default=4, help="blocks for the error bar (default 4)")
-    parser.add_argument("--fit-start", type=float, help="start of the fit window in ps (default 20%% of the largest lag)")
-    parser.add_argument("--fit-end", type=float, help="end of the fit window in ps (default the largest lag, half a block)")
-    parser.add_argument("--temperature", type=float, default=300.0, help="K, for the Yeh-Hummer correction (default 300)")
-    parser.add_argument("--viscosity", type=float, default=0.85, help="shear viscosity in mPa s (default 0.85, water at 300 K)")
+    parser.add_argument("--blocks", type=positive_int, default=4, help="blocks for the error bar (default 4)")
+    parser.add_argument("--fit-start", type=non_negative_float,
+                        help="start of the fit window in ps (default 20%% of the largest lag)")
+    parser.add_argument("--fit-end", type=positive_float,
+                        help="end of the fit window in ps, at most the largest lag "
+                             "(default the largest lag, half a block)")
+    parser.add_argument("--temperature", type=positive_float, default=300.0,
+                        help="K, for the Yeh-Hummer correction (default 300)")
+    parser.add_argument("--viscosity", type=positive_float, default=0.85,
+                        help="shear viscosity in mPa s (default 0.85, water at 300 K)")
+
+
+def finite_size_correction(cells: np.ndarray, temperature: float, viscosity: float):
+    """The Yeh-Hummer record for the mean box length of ``cells`` (F, 3, 3), or None without a cell."""
+    if not np.any(cells):
+        return None
+    box = float(np.mean(np.abs(np.linalg.det(cells)) ** (1.0 / 3.0)))
+    return {"box_length_angstrom": box, "temperature_K": temperature, "viscosity_mPa_s": viscosity,
+            "correction_1e9_m2_per_s": yeh_hummer_correction(temperature, viscosity, box)}
 
 
 def run(args):
@@ -105,22 +136,22 @@ def run(args):
     selected = [index for index, symbol in enumerate(positions.symbols) if symbol == args.element]
     if not selected:
         raise AnalysisError(f"{args.positions}: no atom of element {args.element}")
-    times = step_times(positions.steps, args.dt)
-    spacing = np.diff(times)
-    if len(spacing) < 1 or np.ptp(spacing) > 1e-6 * spacing.mean() or spacing.mean() <= 0:
-        raise AnalysisError(f"{args.positions}: frames must be saved at a uniform stride")
-    result = diffusion(positions.values[:, selected], positions.cells, float(spacing.mean()), args.blocks,
-                       args.fit_start, args.fit_end)
-    box = float(np.mean(np.abs(np.linalg.det(positions.cells)) ** (1.0 / 3.0)))
-    correction = yeh_hummer_correction(args.temperature, args.viscosity, box)
+    result = diffusion(positions.values[:, selected], positions.cells, frame_interval(positions, args.dt),
+                       args.blocks, args.fit_start, args.fit_end)
     D = result["D"] * A2_PER_PS_TO_1E9_M2_PER_S
     error = result["D_error"] * A2_PER_PS_TO_1E9_M2_PER_S
+    correction = finite_size_correction(positions.cells, args.temperature, args.viscosity)
+    if correction is None:
+        finite_size = "no periodic cell: no Yeh-Hummer correction"
+    else:
+        correction["D_corrected_1e9_m2_per_s"] = D + correction["correction_1e9_m2_per_s"]
+        finite_size = (f"Yeh-Hummer (L {correction['box_length_angstrom']:.4g} Å, η {args.viscosity} mPa s) "
+                       f"+{correction['correction_1e9_m2_per_s']:.3g} → "
+                       f"{correction['D_corrected_1e9_m2_per_s']:.4g} ×1e-9 m²/s")
     result.update({"units": {"lag_time": "ps", "msd": "angstrom^2", "D": "angstrom^2/ps",
                              "D_1e9_m2_per_s": "1e-9 m^2/s"},
                    "element": args.element, "D_1e9_m2_per_s": D, "D_error_1e9_m2_per_s": error,
-                   "yeh_hummer": {"box_length_angstrom": box, "temperature_K": args.temperature,
-                                  "viscosity_mPa_s": args.viscosity, "correction_1e9_m2_per_s": correction,
-                                  "D_corrected_1e9_m2_per_s": D + correction}})
+                   "yeh_hummer": correction})
     fig, (axis,) = figure(1, width=7.0)
     axis.plot(result["lag_time"], result["msd"], color="tab:blue", label="MSD")
     start, end = result["fit_window"]
@@ -130,6 +161,5 @@ def run(args):
               label=f"D = {D:.3g} ± {error:.2g} ×10⁻⁹ m²/s")
     axis.set(xlabel="lag time (ps)", ylabel=f"MSD {args.element} (Å²)")
     axis.legend()
-    message = (f"D({args.element}) = {D:.4g} ± {error:.2g} ×1e-9 m²/s; Yeh-Hummer (L {box:.4g} Å, "
-               f"η {args.viscosity} mPa s) +{correction:.3g} → {D + correction:.4g} ×1e-9 m²/s")
+    message = f"D({args.element}) = {D:.4g} ± {error:.2g} ×1e-9 m²/s; {finite_size}"
     return result, fig, message

@@ -14,8 +14,9 @@ dipole gives cos(ωτ).
 
 import numpy as np
 
+from .arguments import positive_float
 from .errors import AnalysisError
-from .ipi_files import read_trajectory, step_times
+from .ipi_files import frame_interval, read_trajectory
 from .molecules import water_molecules, whole_molecules
 from .output import figure
 from .stats import vector_autocorrelation
@@ -46,20 +47,28 @@ def dipole_autocorrelations(dipoles: np.ndarray, max_lag: int) -> dict:
 
 def add_arguments(parser):
     parser.add_argument("positions", help="i-PI positions trajectory (xyz or extxyz)")
-    parser.add_argument("--dt", type=float, required=True, help="i-PI <timestep> in fs (time per step)")
-    parser.add_argument("--max-lag", type=float, help="largest lag in ps (default half the trajectory)")
-    parser.add_argument("--charge-h", type=float, default=Q_H, help=f"H charge in e (default {Q_H}, SPC/E)")
+    parser.add_argument("--dt", type=positive_float, required=True, help="i-PI <timestep> in fs (time per step)")
+    parser.add_argument("--max-lag", type=positive_float, help="largest lag in ps (default half the trajectory)")
+    parser.add_argument("--charge-h", type=positive_float, default=Q_H, help=f"H charge in e (default {Q_H}, SPC/E)")
+
+
+def lag_frames(max_lag_ps, frame_time: float, n_frames: int) -> int:
+    """The largest lag in frames: ``max_lag_ps`` (ps) rounded to frames, or half the trajectory;
+    AnalysisError (in ps and frames) unless it is between 1 and n_frames − 1 frames."""
+    if max_lag_ps is None:
+        return n_frames // 2
+    frames = int(round(max_lag_ps / frame_time))
+    if not 0 < frames < n_frames:
+        raise AnalysisError(f"--max-lag {max_lag_ps} ps is {frames} frames of {frame_time:.6g} ps: it must be "
+                            f"1 to {n_frames - 1} frames, {frame_time:.6g} to {(n_frames - 1) * frame_time:.6g} ps")
+    return frames
 
 
 def run(args):
     positions = read_trajectory(args.positions, "length")
     molecules = water_molecules(positions.symbols)
-    times = step_times(positions.steps, args.dt)
-    spacing = np.diff(times)
-    if len(spacing) < 1 or np.ptp(spacing) > 1e-6 * spacing.mean() or spacing.mean() <= 0:
-        raise AnalysisError(f"{args.positions}: frames must be saved at a uniform stride")
-    frame_time = float(spacing.mean())
-    max_lag = len(times) // 2 if args.max_lag is None else int(round(args.max_lag / frame_time))
+    frame_time = frame_interval(positions, args.dt)
+    max_lag = lag_frames(args.max_lag, frame_time, len(positions))
     dipoles = molecular_dipoles(positions.values, positions.cells, molecules, args.charge_h)
     result = dipole_autocorrelations(dipoles, max_lag)
     result.update({

@@ -8,8 +8,9 @@ then holds a list ``runs``, each with its ``label`` and ``file``).
 
 import numpy as np
 
+from .arguments import positive_int
 from .errors import AnalysisError
-from .ipi_files import column, read_properties
+from .ipi_files import column, read_properties, time_column
 from .output import figure
 from .stats import linear_fit
 
@@ -24,8 +25,6 @@ EV_PER_PS_TO_MEV_PER_NS = 1e6
 
 def conserved_drift(time: np.ndarray, conserved: np.ndarray, n_molecules: int) -> dict:
     """Linear fit of ``conserved`` (eV) against ``time`` (ps): drift and error in meV/molecule/ns."""
-    if n_molecules < 1:
-        raise AnalysisError(f"--molecules must be positive, got {n_molecules}")
     slope, intercept, error = linear_fit(time, conserved)
     scale = EV_PER_PS_TO_MEV_PER_NS / n_molecules
     residuals = conserved - (slope * time + intercept)
@@ -39,7 +38,7 @@ def conserved_drift(time: np.ndarray, conserved: np.ndarray, n_molecules: int) -
 def add_arguments(parser):
     parser.add_argument("properties", nargs="+", help="i-PI properties file(s) with time and conserved "
                         "columns; several (runs of one system, e.g. different outer steps) are compared")
-    parser.add_argument("--molecules", type=int, required=True, help="number of molecules in the system")
+    parser.add_argument("--molecules", type=positive_int, required=True, help="number of molecules in the system")
     parser.add_argument("--column", default="conserved", help="the conserved-quantity column (default conserved)")
     parser.add_argument("--labels", nargs="+", metavar="LABEL",
                         help="a name for each properties file in the plot and the JSON (default: the file names)")
@@ -47,7 +46,7 @@ def add_arguments(parser):
 
 def _one_run(path, column_name, n_molecules) -> dict:
     columns = read_properties(path)
-    time = column(columns, "time", path)
+    time = time_column(columns, path, min_rows=3)
     conserved = column(columns, column_name, path)
     result = conserved_drift(time, conserved, n_molecules)
     result["time"], result["conserved"] = time, conserved

@@ -7,7 +7,9 @@ atoms in volume V, the pairs counted per frame in the shell [r, r + dr] give
 
 averaged over frames (an ideal gas gives g = 1), and the running coordination number
 n(r) = 2 · (pairs closer than r) / n. Error bars: block averages over frames. Reference curves
-(two columns r, g; r in Å or Bohr) are drawn for comparison.
+(two columns r, g; r in Å or Bohr) are drawn for comparison. The bins end at r_max exactly:
+⌈r_max / bin⌉ of them, a little narrower than ``--bin`` where it does not divide ``--r-max``.
+The trajectory needs a periodic cell (its volume normalises g).
 """
 
 from pathlib import Path
@@ -15,10 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from .errors import AnalysisError
+from .arguments import positive_float, positive_int
 from .ipi_files import read_trajectory, read_two_columns
 from .output import figure
-from .pairs import pairs_within
-from .stats import block_slices, mean_and_error
+from .pairs import bins_note, distance_edges, pairs_within
+from .stats import block_error
 
 NAME = "gofr"
 HELP = "radial distribution function (O-O by default), with block errors and reference curves"
@@ -42,20 +45,16 @@ def radial_distribution(points: np.ndarray, cells: np.ndarray, r_max: float, bin
     n = points.shape[1]
     if n < 2:
         raise AnalysisError("g(r) needs at least two atoms of the element")
-    if not (r_max > 0 and 0 < bin_width < r_max):
-        raise AnalysisError(f"need 0 < --bin < --r-max, got {bin_width} and {r_max}")
-    edges = np.arange(0.0, r_max + 0.5 * bin_width, bin_width)
+    edges = distance_edges(r_max, bin_width)
     counts = pair_histograms(points, cells, edges)
     volumes = np.abs(np.linalg.det(cells))
     shells = 4.0 * np.pi / 3.0 * np.diff(edges ** 3)
     g_frames = counts * volumes[:, None] / (0.5 * n * (n - 1) * shells[None, :])
     centres = 0.5 * (edges[1:] + edges[:-1])
     g = g_frames.mean(axis=0)
-    error = None
-    if len(points) >= n_blocks:
-        error = mean_and_error([g_frames[part].mean(axis=0) for part in block_slices(len(points), n_blocks)])[1]
+    error = block_error(len(g_frames), n_blocks, lambda part: g_frames[part].mean(axis=0))
     peak = int(np.argmax(g))
-    return {"r": centres, "g": g, "g_error": error, "r_edges": edges,
+    return {"r": centres, "g": g, "g_error": error, "r_edges": edges, "bin_width": edges[1] - edges[0],
             "coordination": 2.0 * np.cumsum(counts.mean(axis=0)) / n,
             "peak_r": float(centres[peak]), "peak_g": float(g[peak]),
             "n_frames": len(points), "n_atoms": n}
@@ -72,15 +71,19 @@ def parse_reference(text: str):
 def add_arguments(parser):
     parser.add_argument("positions", help="i-PI positions trajectory (xyz or extxyz)")
     parser.add_argument("--element", default="O", help="element of both atoms of a pair (default O)")
-    parser.add_argument("--r-max", type=float, default=6.0, help="largest distance in Å (default 6)")
-    parser.add_argument("--bin", type=float, default=0.05, help="bin width in Å (default 0.05)")
-    parser.add_argument("--blocks", type=int, default=5, help="blocks for the error bars (default 5)")
+    parser.add_argument("--r-max", type=positive_float, default=6.0, help="largest distance in Å (default 6)")
+    parser.add_argument("--bin", type=positive_float, default=0.05,
+                        help="bin width in Å (default 0.05; narrowed to end the bins at --r-max)")
+    parser.add_argument("--blocks", type=positive_int, default=5,
+                        help="blocks for the error bars, at most the number of frames (default 5; 1: no error "
+                        "bars, e.g. for a single structure)")
     parser.add_argument("--reference", action="append", default=[], metavar="PATH[:bohr]",
                         help="reference g(r), columns r g; append ':bohr' if r is in Bohr (repeatable)")
 
 
 def run(args):
     positions = read_trajectory(args.positions, "length")
+    positions.require_cell("g(r) needs one (its volume normalises g)")
     selected = [index for index, symbol in enumerate(positions.symbols) if symbol == args.element]
     if not selected:
         raise AnalysisError(f"{args.positions}: no atom of element {args.element}")
@@ -104,5 +107,5 @@ def run(args):
     axis.set(xlabel="r (Å)", ylabel=f"g(r) {args.element}-{args.element}", xlim=(0, args.r_max))
     axis.legend(fontsize="small")
     message = (f"g(r) {args.element}-{args.element} from {result['n_frames']} frames: highest peak "
-               f"{result['peak_g']:.3g} at {result['peak_r']:.3g} Å")
+               f"{result['peak_g']:.3g} at {result['peak_r']:.3g} Å{bins_note(result['r_edges'], args.bin)}")
     return result, fig, message

@@ -19,6 +19,7 @@ Energies and forces come from :class:`pet.calculator.PETCalculator` with the giv
 (torch is imported only when this analysis runs).
 """
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -28,8 +29,9 @@ import ase.io
 from ase.io.formats import string2index
 import numpy as np
 
+from .arguments import positive_int
 from .errors import AnalysisError
-from .ipi_files import read_trajectory
+from .ipi_files import existing_file, read_trajectory
 from .molecules import minimum_image
 from .output import figure
 
@@ -115,32 +117,38 @@ PER_CELL = ("cells", "n_molecules", "forces_initial", "rmsd_relaxed")
 """The per-cell lists of a result; energy_initial and energy_relaxed hold one list per model."""
 
 
-def merge_results(earlier: List[Tuple[str, dict]], result: dict) -> dict:
-    """The cells of earlier results (name, JSON of this analysis) followed by those of ``result``,
-    relative energies taken over all of them.
+def check_mergeable(earlier: List[Tuple[str, dict]], cells: List[int], provenance: dict, relaxed: bool) -> None:
+    """AnalysisError unless the earlier results (name, JSON of this analysis) can be merged with
+    this run's (before its model evaluation): ``cells`` its cell indices, ``provenance`` its grid,
+    dtype and model_sha256, ``relaxed`` whether it has relaxed geometries.
 
     They must share the grid, the model (SHA-256, where recorded: a missing one is reported on
     stderr) and the dtype (where recorded); all or none of them must have relaxed geometries; a
     cell may appear only once.
     """
-    seen = set(result["cells"])
+    seen = set(cells)
     for name, other in earlier:
         if "cells" not in other:
             raise AnalysisError(f"{name} does not say which cells it holds (written before pet-analyze "
                                 'recorded them): add "cells": [indices from 0 in the cells file] to it')
         for key in ("grid", "dtype", "model_sha256"):
-            if key in other and other[key] != result[key]:
-                raise AnalysisError(f"{name}: {key} {other[key]} differs from this run's {result[key]}")
+            if key in other and other[key] != provenance[key]:
+                raise AnalysisError(f"{name}: {key} {other[key]} differs from this run's {provenance[key]}")
         if "model_sha256" not in other:
             print(f"ice: {name} does not record its model's SHA-256: it is taken to be this run's model "
-                  f"({result['model']})", file=sys.stderr)
-        if ("energy_relaxed" in other) != ("energy_relaxed" in result):
+                  f"({provenance['model']})", file=sys.stderr)
+        if ("energy_relaxed" in other) != relaxed:
             raise AnalysisError(f"{name}: relaxed geometries in some results and not in others: merge "
                                 "results of the same kind")
         repeated = sorted(seen & set(other["cells"]))
         if repeated:
             raise AnalysisError(f"{name}: cells {repeated} appear twice")
         seen |= set(other["cells"])
+
+
+def merge_results(earlier: List[Tuple[str, dict]], result: dict) -> dict:
+    """The cells of earlier results (name, JSON of this analysis, passed by
+    :func:`check_mergeable`) followed by those of ``result``, relative energies taken over all of them."""
     parts = [other for _, other in earlier] + [result]
     merged = {key: [value for part in parts for value in part[key]] for key in PER_CELL if key in result}
     for energies in ("energy_initial", "energy_relaxed"):
@@ -154,9 +162,7 @@ def _read_results(paths) -> List[Tuple[str, dict]]:
     results = []
     for path in paths:
         try:
-            results.append((path, json.loads(Path(path).read_text())))
-        except FileNotFoundError:
-            raise AnalysisError(f"{path}: no such file") from None
+            results.append((path, json.loads(existing_file(path).read_text())))
         except (OSError, ValueError) as error:
             raise AnalysisError(f"{path}: not a JSON file ({error})") from None
         if not isinstance(results[-1][1], dict) or "energy_initial" not in results[-1][1]:
@@ -168,7 +174,8 @@ def add_arguments(parser):
     parser.add_argument("cells", help="the initial ice cells (extended XYZ, several frames)")
     parser.add_argument("--model", help="PET checkpoint (default: $PET_IPI_MODEL or the shipped model)")
     parser.add_argument("--grid", default="2i", help="rotation grid of the averaged model (default 2i)")
-    parser.add_argument("--index", default=":", help="which frames of CELLS, ASE syntax (default ':')")
+    parser.add_argument("--index", type=ase_index, default=":",
+                        help="which frames of CELLS, ASE syntax: N, START:STOP[:STEP] (default ':')")
     parser.add_argument("--relaxed-raw", nargs="+", metavar="TRAJ",
                         help="positions trajectories of the raw-model relaxations, one per cell, in order")
     parser.add_argument("--relaxed-avg", nargs="+", metavar="TRAJ",
@@ -176,21 +183,41 @@ def add_arguments(parser):
     parser.add_argument("--merge", nargs="+", metavar="JSON",
                         help="earlier results of this analysis (same model, grid and dtype, other cells): "
                              "their cells come first and the relative energies are taken over all cells")
-    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument("--device", type=torch_device, default="cpu",
+                        help="torch device: cpu, cuda, cuda:N (default cpu)")
     parser.add_argument("--dtype", default="float64", choices=["float32", "float64"], help="default float64")
-    parser.add_argument("--chunk-size", type=int, help="most rotated copies per forward pass")
+    parser.add_argument("--chunk-size", type=positive_int, help="most rotated copies per forward pass")
 
 
-def _read_cells(path, index) -> Tuple[List[int], List[ase.Atoms]]:
-    """The frames ``index`` (ASE syntax) of the cells file, with their indices from 0."""
+def ase_index(text: str) -> str:
+    """argparse type: ``text`` checked to be ASE's index syntax of a frame or a slice (3, -1, 0:3, ::2)."""
     try:
-        selection = string2index(index)
+        selection = string2index(text)
     except ValueError:
-        raise AnalysisError(f"--index {index}: not an ASE index (e.g. 3, 0:3, -1)") from None
+        selection = None
+    if not isinstance(selection, (int, slice)):  # string2index passes other text through (a name)
+        raise argparse.ArgumentTypeError(f"'{text}' is not an ASE index (e.g. 3, 0:3, -1)")
+    return text
+
+
+def torch_device(text: str) -> str:
+    """argparse type: a torch device this machine has (imports torch, as this analysis does anyway)."""
+    from pet.calculator import resolve_device
+
     try:
-        frames = ase.io.read(path, ":")
-    except FileNotFoundError:
-        raise AnalysisError(f"{path}: no such file") from None
+        return resolve_device(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _read_cells(path, index: str) -> Tuple[List[int], List[ase.Atoms]]:
+    """The frames ``index`` (ASE syntax, checked by :func:`ase_index`) of the cells file, with
+    their indices from 0."""
+    selection = string2index(index)
+    try:
+        frames = ase.io.read(existing_file(path), ":")
+    except AnalysisError:
+        raise
     except Exception as error:
         raise AnalysisError(f"{path}: cannot read the cells ({type(error).__name__}: {error})") from None
     indices = list(range(len(frames)))
@@ -203,17 +230,23 @@ def _read_cells(path, index) -> Tuple[List[int], List[ase.Atoms]]:
     return chosen, [frames[k] for k in chosen]
 
 
-def run(args):
-    indices, cells = _read_cells(args.cells, args.index)
+def _relaxed_pairs(args, cells):
+    """The last frames of the --relaxed-raw and --relaxed-avg trajectories, one per cell (None, None
+    without them)."""
     if (args.relaxed_raw is None) != (args.relaxed_avg is None):
         raise AnalysisError("give both --relaxed-raw and --relaxed-avg, or neither")
-    relaxed_raw = relaxed_avg = None
-    if args.relaxed_raw is not None:
-        for option, paths in (("--relaxed-raw", args.relaxed_raw), ("--relaxed-avg", args.relaxed_avg)):
-            if len(paths) != len(cells):
-                raise AnalysisError(f"{option}: {len(paths)} files for {len(cells)} cells")
-        relaxed_raw = [_relaxed(path, atoms) for path, atoms in zip(args.relaxed_raw, cells)]
-        relaxed_avg = [_relaxed(path, atoms) for path, atoms in zip(args.relaxed_avg, cells)]
+    if args.relaxed_raw is None:
+        return None, None
+    for option, paths in (("--relaxed-raw", args.relaxed_raw), ("--relaxed-avg", args.relaxed_avg)):
+        if len(paths) != len(cells):
+            raise AnalysisError(f"{option}: {len(paths)} files for {len(cells)} cells")
+    return ([_relaxed(path, atoms) for path, atoms in zip(args.relaxed_raw, cells)],
+            [_relaxed(path, atoms) for path, atoms in zip(args.relaxed_avg, cells)])
+
+
+def run(args):
+    indices, cells = _read_cells(args.cells, args.index)
+    relaxed_raw, relaxed_avg = _relaxed_pairs(args, cells)
     earlier = _read_results(args.merge or [])
     from pet.calculator import PETCalculator, load_model
     from pet.checkpoint import CheckpointError, file_sha256
@@ -229,6 +262,7 @@ def run(args):
     model_path = Path(args.model or default_model_path())
     provenance = {"grid": args.grid, "dtype": args.dtype, "model": str(model_path),
                   "model_sha256": file_sha256(model_path)}
+    check_mergeable(earlier, indices, provenance, relaxed_raw is not None)
     result = {"cells": indices, **compare_cells(cells, raw, average, relaxed_raw, relaxed_avg), **provenance}
     if earlier:
         result = {**merge_results(earlier, result), **provenance, "merged": [name for name, _ in earlier]}

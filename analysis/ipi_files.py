@@ -11,10 +11,22 @@ trajectory written as ``forces{ev/ang}`` would be read as atomic units. :func:`r
 therefore reads the quantity and its units from the comment line itself and passes them on. Its
 ``read_trajectory`` also keeps only the first digit of the step number (step 12 reads as 1), so
 steps are read from the comment lines here too.
+
+The readers check what every analysis needs: a file that ends in an incomplete frame or row (a
+run still writing, or cut short) is read without it, with a warning on stderr; a trajectory with
+a NaN or infinite value (a run that blew up) is an error naming the first such frame (unless the
+caller asks for it as it is), a properties column is checked when :func:`column` takes it; a
+trajectory without a periodic cell (extxyz without ``Lattice=``, i-PI's ``CELL(abcABC): 0 0 0``)
+has cells of zeros, which the minimum-image functions take as open boundaries.
 """
 
+import contextlib
 import functools
+import io
+import itertools
 import re
+import sys
+import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +52,10 @@ PROJECT_UNITS = {
 }
 """i-PI unit names of the project's units, per i-PI dimension; other dimensions are left as read."""
 
+PROJECT_UNIT_NAMES = {"energy": "eV", "time": "ps", "length": "angstrom", "temperature": "K",
+                      "force": "eV/angstrom"}
+"""How the results name the project's units, per i-PI dimension."""
+
 ASE_VELOCITY_TO_A_PER_PS = 1000.0 * ase.units.fs
 """Å/ps per ASE velocity unit (Å per ASE time unit)."""
 
@@ -57,48 +73,154 @@ def _trajectory_dimensions() -> dict:
     return {name: entry.get("dimension", "undefined") for name, entry in Trajectories().traj_dict.items()}
 
 
-def _existing(path) -> Path:
+def existing_file(path) -> Path:
+    """``path`` as a Path, or an AnalysisError if it is a directory or does not exist."""
     path = Path(path)
+    if path.is_dir():
+        raise AnalysisError(f"{path} is a directory, not a file")
     if not path.is_file():
         raise AnalysisError(f"{path}: no such file")
     return path
 
 
-def read_properties(path) -> dict:
-    """Columns of an i-PI properties file: {name: (n_rows,) or (n_rows, k) array}, project units.
+def _warn(message: str) -> None:
+    """A warning on stderr (the analysis goes on)."""
+    print(f"warning: {message}", file=sys.stderr)
 
-    Names are i-PI's, arguments included (``time``, ``conserved``, ``pot_component_raw(1)``).
-    """
-    path = _existing(path)
+
+def require_count(count: int, minimum: int, what: str, path) -> None:
+    """AnalysisError unless ``count`` ≥ ``minimum`` (``what``: "frames", "data rows")."""
+    if count < minimum:
+        raise AnalysisError(f"{path}: this analysis needs at least {minimum} {what}, the file has {count}")
+
+
+def check_increasing(values: np.ndarray, what: str, where: str, path) -> None:
+    """AnalysisError naming the first ``where`` (e.g. "frame") at which ``values`` (e.g. the time
+    column) does not increase: a restart appended to the file, or no time recorded."""
+    stalls = np.flatnonzero(np.diff(values) <= 0)
+    if stalls.size:
+        k = stalls[0] + 1
+        raise AnalysisError(f"{path}: {what} does not increase at {where} {k} (counted from 0; "
+                            f"{values[k - 1]:g} then {values[k]:g}): a restart appended to the file?")
+
+
+@contextlib.contextmanager
+def _quiet():
+    """i-PI's and ASE's parsers without their warnings and prints (i-PI prints its table of units
+    before it raises on an unknown one)."""
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        yield
+
+
+@contextlib.contextmanager
+def _first_lines(path: Path, n_lines):
+    """``path`` itself if ``n_lines`` is None, else a temporary copy of its first ``n_lines`` lines
+    (for i-PI's and ASE's parsers, which read whole files)."""
+    if n_lines is None:
+        yield path
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        copy = Path(folder) / path.name
+        with open(path, "rb") as source, open(copy, "wb") as target:
+            target.writelines(itertools.islice(source, n_lines))
+        yield copy
+
+
+def _complete_rows(path: Path):
+    """The number of lines before the last data row of a properties file if that row is
+    incomplete (fewer fields than the first row, or no end of line), else None."""
+    lines = path.read_text().splitlines(keepends=True)
+    rows = [k for k, line in enumerate(lines) if line.strip() and not line.startswith("#")]
+    if not rows:
+        return None
+    last = lines[rows[-1]]
+    if last.endswith("\n") and len(last.split()) == len(lines[rows[0]].split()):
+        return None
+    _warn(f"{path}: the last data row is incomplete (a run still writing, or cut short): it is left out")
+    return rows[-1]
+
+
+def _unit_name(dimension: str, units) -> str:
+    """The unit of a column's values after :func:`read_properties`: the project's for the
+    dimensions it converts, else as written ('atomic_unit' if not written, '' for numbers)."""
+    if dimension in PROJECT_UNIT_NAMES:
+        return PROJECT_UNIT_NAMES[dimension]
+    if units:
+        return units
+    return "" if dimension in ("number", "undefined") else "atomic_unit"
+
+
+def _to_project_units(data: np.ndarray, name: str, dimension: str, units, path) -> np.ndarray:
+    """A column's values in the project's unit of its dimension (as read for other dimensions)."""
+    if dimension not in PROJECT_UNITS:
+        return data
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            values, info = read_output(str(path))
+        with _quiet():
+            return unit_to_user(dimension, PROJECT_UNITS[dimension],
+                                unit_to_internal(dimension, units or "atomic_unit", data))
+    except (TypeError, ValueError, KeyError, IndexError):
+        raise AnalysisError(f"{path}: column '{name}': '{units}' is not an i-PI unit of {dimension}") from None
+
+
+class Columns(dict):
+    """The columns of a properties file, {name: (n_rows,) or (n_rows, k) array}, and ``units``,
+    {name: unit of the values} (eV, ps, angstrom, K, eV/angstrom, else as written)."""
+
+    def __init__(self, values: dict, units: dict):
+        super().__init__(values)
+        self.units = units
+
+
+def read_properties(path) -> Columns:
+    """Columns of an i-PI properties file in project units (:class:`Columns`).
+
+    Names are i-PI's, arguments included (``time``, ``conserved``, ``pot_component_raw(1)``). An
+    incomplete last row (a run still writing) is left out, with a warning on stderr.
+    """
+    path = existing_file(path)
+    try:
+        with _quiet(), _first_lines(path, _complete_rows(path)) as readable:
+            values, info = read_output(str(readable))
     except (ValueError, IndexError) as error:
         raise AnalysisError(f"{path}: cannot read as an i-PI properties file ({error})") from None
     if not values:
         raise AnalysisError(f"{path}: no '# column N --> name' header lines: not an i-PI properties file")
-    columns = {}
+    columns, units = {}, {}
     for name, data in values.items():
         data = np.asarray(data, dtype=float)
         if data.ndim == 0:
             data = data.reshape(1)
         dimension = _property_dimensions().get(name.split("(")[0], "undefined")
-        units = info[name][0]
-        if dimension in PROJECT_UNITS:
-            data = unit_to_user(dimension, PROJECT_UNITS[dimension],
-                                unit_to_internal(dimension, units or "atomic_unit", data))
-        columns[name] = data
+        columns[name] = _to_project_units(data, name, dimension, info[name][0], path)
+        units[name] = _unit_name(dimension, info[name][0])
     if len(next(iter(columns.values()))) == 0:
-        raise AnalysisError(f"{path}: the properties file has a header but no data rows")
-    return columns
+        raise AnalysisError(f"{path}: the properties file has a header but no complete data rows")
+    return Columns(columns, units)
 
 
 def column(columns: dict, name: str, path) -> np.ndarray:
-    """``columns[name]``, or an AnalysisError naming the file and the columns it does have."""
+    """``columns[name]`` as a (T,) series, or an AnalysisError naming the file: no such column
+    (the columns it does have are listed), several values per row, or a NaN or infinite value
+    (a run that blew up; the first such data row is named)."""
     if name not in columns:
         raise AnalysisError(f"{path}: no column '{name}' (columns: {', '.join(columns)})")
-    return columns[name]
+    values = columns[name]
+    if values.ndim != 1:
+        raise AnalysisError(f"{path}: column '{name}' has several values per row")
+    bad = np.flatnonzero(~np.isfinite(values))
+    if bad.size:
+        raise AnalysisError(f"{path}: column '{name}' is {values[bad[0]]} in data row {bad[0]} "
+                            "(counted from 0): a run that blew up?")
+    return values
+
+
+def time_column(columns: dict, path, min_rows: int) -> np.ndarray:
+    """The ``time`` column (ps): at least ``min_rows`` rows, strictly increasing."""
+    time = column(columns, "time", path)
+    require_count(len(time), min_rows, "data rows", path)
+    check_increasing(time, "the time column", "data row", path)
+    return time
 
 
 @dataclass
@@ -108,7 +230,8 @@ class Trajectory:
     ``quantity``: i-PI's name of what the file holds (positions, velocities, forces,
     forces_component_raw, ...); ``dimension``: its i-PI dimension (length, velocity, force);
     ``symbols`` (N,); ``masses`` (N,) amu; ``steps`` (F,) MD steps; ``cells`` (F, 3, 3) Å,
-    rows = lattice vectors; ``values`` (F, N, 3) in Å, Å/ps or eV/Å.
+    rows = lattice vectors, all zeros without a periodic cell; ``values`` (F, N, 3) in Å, Å/ps
+    or eV/Å.
     """
 
     path: Path
@@ -122,6 +245,22 @@ class Trajectory:
 
     def __len__(self) -> int:
         return len(self.steps)
+
+    @property
+    def periodic(self) -> bool:
+        """Whether the frames have a periodic cell (the reader allows all or none)."""
+        return bool(np.any(self.cells))
+
+    def require_cell(self, need: str) -> None:
+        """AnalysisError unless the frames have a periodic cell; ``need`` says what needs it."""
+        if not self.periodic:
+            raise AnalysisError(f"{self.path}: no periodic cell (an extxyz without Lattice=, or "
+                                f"CELL(abcABC): 0 0 0 ...): {need}")
+
+    def first_non_finite_frame(self):
+        """Index of the first frame with a NaN or infinite value or cell entry, or None."""
+        finite = np.isfinite(self.values).all(axis=(1, 2)) & np.isfinite(self.cells).all(axis=(1, 2))
+        return None if finite.all() else int(np.argmin(finite))
 
 
 def _comment_quantity(comment: str, path: Path):
@@ -143,13 +282,14 @@ def _comment_steps(path: Path, n_frames: int) -> list:
     return steps if len(steps) == n_frames else list(range(n_frames))
 
 
-def _read_xyz(path: Path, comment: str):
-    """Values in ASE units via i-PI's reader, told the units named in the first comment line."""
+def _read_xyz(readable: Path, comment: str, path: Path):
+    """Values in ASE units via i-PI's reader, told the units named in the first comment line;
+    ``readable``: the file to parse, ``path``: the name for messages."""
     quantity, units = _comment_quantity(comment, path)
     dimension = _trajectory_dimensions()[quantity]
     keywords = {"dimension": dimension, "units": units} if units else {}
-    frames = ipi_read_trajectory(str(path), format="xyz", **keywords)
-    steps = _comment_steps(path, len(frames))
+    frames = ipi_read_trajectory(str(readable), format="xyz", **keywords)
+    steps = _comment_steps(readable, len(frames))
     if dimension == "length":
         values = [frame.positions for frame in frames]
     else:
@@ -157,9 +297,9 @@ def _read_xyz(path: Path, comment: str):
     return quantity, dimension, frames, steps, values
 
 
-def _read_extxyz(path: Path):
+def _read_extxyz(readable: Path, path: Path):
     """Values in ASE units from the units of the ipi_comment (i-PI writes 'ase'); cells in Å."""
-    frames = ase.io.read(str(path), ":", format="extxyz")
+    frames = ase.io.read(str(readable), ":", format="extxyz")
     comment = frames[0].info.get("ipi_comment", "") if frames else ""
     quantity, units = _comment_quantity(comment, path)
     dimension = _trajectory_dimensions()[quantity]
@@ -175,25 +315,78 @@ def _read_extxyz(path: Path):
     return quantity, dimension, frames, steps, values
 
 
-def read_trajectory(path, dimension: str = None) -> Trajectory:
-    """An i-PI trajectory: ``.xyz`` in i-PI's format (CELL in the comment line), or extended XYZ
-    (i-PI's ``format="ase"``, or any extxyz with a Lattice: positions in Å).
+def _line_count(path: Path):
+    """(lines up to the last non-blank one, whether that one ends in a newline) of a text file."""
+    n_newlines, tail = 0, b""
+    with open(path, "rb") as handle:
+        for chunk in iter(functools.partial(handle.read, 1 << 20), b""):
+            n_newlines += chunk.count(b"\n")
+            tail = (tail + chunk)[-4096:]
+    content = tail.rstrip()
+    trailing = tail[len(content):].count(b"\n")
+    return n_newlines - trailing + 1, trailing > 0
 
-    ``dimension``: "length", "velocity" or "force" to insist on what the file holds.
+
+def _complete_frames(path: Path):
+    """The number of lines of the complete frames of an xyz file whose last frame is incomplete
+    (too few lines, or a last line without its newline: a run still writing, or cut short), with a
+    warning on stderr; None if the file ends with a whole frame or is not laid out as xyz frames
+    of as many atoms as the first."""
+    with open(path, "rb") as handle:
+        try:
+            lines_per_frame = int(handle.readline()) + 2
+        except ValueError:
+            return None
+    n_lines, whole_last_line = _line_count(path)
+    if n_lines % lines_per_frame == 0 and whole_last_line:
+        return None
+    complete = (n_lines - (0 if whole_last_line else 1)) // lines_per_frame
+    if complete == 0:
+        raise AnalysisError(f"{path}: its only frame is incomplete (a run still writing, or cut short)")
+    _warn(f"{path}: the last frame is incomplete (a run still writing, or cut short): "
+          f"reading the {complete} complete frames")
+    return complete * lines_per_frame
+
+
+def _cells(frames, path: Path) -> np.ndarray:
+    """(F, 3, 3) cells in Å, zeros in a frame without a periodic cell (a lattice vector of zero
+    length: extxyz without Lattice=, i-PI's CELL(abcABC): 0 0 0 ..., which i-PI reads with NaN);
+    AnalysisError if some frames have a cell and others not."""
+    cells = np.asarray([np.asarray(frame.cell) for frame in frames], dtype=float)
+    empty = np.any(np.all(cells == 0, axis=-1), axis=-1)
+    if empty.any() and not empty.all():
+        raise AnalysisError(f"{path}: frame {np.argmax(empty)} has no periodic cell but frame "
+                            f"{np.argmin(empty)} has one")
+    cells[empty] = 0.0
+    return cells
+
+
+def _parse_trajectory(path: Path):
+    """(quantity, dimension, ASE frames, steps, values in ASE units) of an xyz or extxyz file,
+    without its incomplete last frame."""
+    with open(path) as handle:
+        handle.readline()
+        comment = handle.readline()
+    if path.suffix != ".extxyz" and "Lattice=" not in comment and "CELL" not in comment:
+        raise AnalysisError(f"{path}: neither an i-PI xyz (no CELL in the comment line) nor an extended XYZ file")
+    with _quiet(), _first_lines(path, _complete_frames(path)) as readable:
+        if path.suffix == ".extxyz" or "Lattice=" in comment:
+            return _read_extxyz(readable, path)
+        return _read_xyz(readable, comment, path)
+
+
+def read_trajectory(path, dimension: str = None, finite: bool = True) -> Trajectory:
+    """An i-PI trajectory: ``.xyz`` in i-PI's format (CELL in the comment line), or extended XYZ
+    (i-PI's ``format="ase"``, or any extxyz with a Lattice: positions in Å). An incomplete last
+    frame (a run still writing) is left out, with a warning on stderr.
+
+    ``dimension``: "length", "velocity" or "force" to insist on what the file holds;
+    ``finite``: an AnalysisError naming the first frame with a NaN or infinite value (a run that
+    blew up); False: the values as they are (see :meth:`Trajectory.first_non_finite_frame`).
     """
-    path = _existing(path)
+    path = existing_file(path)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with open(path) as handle:
-                handle.readline()
-                comment = handle.readline()
-            if path.suffix == ".extxyz" or "Lattice=" in comment:
-                quantity, found, frames, steps, values = _read_extxyz(path)
-            elif "CELL" in comment:
-                quantity, found, frames, steps, values = _read_xyz(path, comment)
-            else:
-                raise AnalysisError(f"{path}: neither an i-PI xyz (no CELL in the comment line) nor an extended XYZ file")
+        quantity, found, frames, steps, values = _parse_trajectory(path)
     except AnalysisError:
         raise
     except Exception as error:  # i-PI's and ASE's parsers raise many kinds on a malformed file
@@ -207,14 +400,31 @@ def read_trajectory(path, dimension: str = None) -> Trajectory:
         values = values * ASE_VELOCITY_TO_A_PER_PS
     elif found not in ("length", "force"):
         raise AnalysisError(f"{path}: {quantity} ({found}) is not positions, velocities or forces")
-    return Trajectory(
+    trajectory = Trajectory(
         path=path, quantity=quantity, dimension=found,
         symbols=list(frames[0].get_chemical_symbols()),
         masses=np.asarray(frames[0].get_masses(), dtype=float),
         steps=np.asarray(steps, dtype=int),
-        cells=np.asarray([np.asarray(frame.cell) for frame in frames], dtype=float),
+        cells=_cells(frames, path),
         values=values,
     )
+    bad = trajectory.first_non_finite_frame()
+    if finite and bad is not None:
+        raise AnalysisError(f"{path}: frame {bad} (step {trajectory.steps[bad]}) holds NaN or infinite "
+                            f"{quantity}: a run that blew up?")
+    return trajectory
+
+
+def frame_interval(trajectory: Trajectory, dt_fs: float, min_frames: int = 2) -> float:
+    """ps between the frames of ``trajectory`` (at least ``min_frames``, saved at a uniform
+    stride), given i-PI's ``<timestep>`` in fs."""
+    require_count(len(trajectory), min_frames, "frames", trajectory.path)
+    check_increasing(trajectory.steps, "the step", "frame", trajectory.path)
+    spacing = np.diff(step_times(trajectory.steps, dt_fs))
+    if np.ptp(spacing) > 1e-6 * spacing.mean():
+        raise AnalysisError(f"{trajectory.path}: frames must be saved at a uniform stride (steps "
+                            f"{', '.join(map(str, trajectory.steps[:4]))}, ...)")
+    return float(spacing.mean())
 
 
 def common_frames(first: Trajectory, second: Trajectory):
@@ -233,7 +443,7 @@ def read_two_columns(path, length_unit: str = "angstrom") -> np.ndarray:
     Lines that do not start with two numbers (comments, quoted headers) are skipped;
     ``length_unit``: "angstrom" or "bohr".
     """
-    path = _existing(path)
+    path = existing_file(path)
     scale = {"angstrom": 1.0, "bohr": ase.units.Bohr}.get(length_unit)
     if scale is None:
         raise AnalysisError(f"unknown length unit '{length_unit}' for {path} (angstrom or bohr)")
@@ -253,6 +463,4 @@ def read_two_columns(path, length_unit: str = "angstrom") -> np.ndarray:
 
 def step_times(steps: np.ndarray, dt_fs: float) -> np.ndarray:
     """Times in ps of MD steps, given i-PI's ``<timestep>`` (the outer step under MTS) in fs."""
-    if not dt_fs > 0:
-        raise AnalysisError(f"--dt must be a positive time step in fs, got {dt_fs}")
     return np.asarray(steps, dtype=float) * dt_fs * 1e-3

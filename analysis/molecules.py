@@ -10,6 +10,9 @@ from .errors import AnalysisError
 MAX_OH_DISTANCE = 1.6
 """Å; an O-H distance above this in a frame means the atom order is not O, H, H per molecule."""
 
+MIN_CELL_VOLUME = 1e-9
+"""Å³; a cell of smaller volume is no periodic cell (open boundaries)."""
+
 
 def water_molecules(symbols) -> np.ndarray:
     """(M, 3) atom indices (O, H, H) of each molecule, from symbols in O H H order."""
@@ -23,13 +26,16 @@ def minimum_image(vectors: np.ndarray, cells: np.ndarray) -> np.ndarray:
     """Vectors (F, ..., 3) in Å replaced by their minimum images in each frame's cell (F, 3, 3).
 
     Exact in orthorhombic cells; in triclinic cells exact for vectors shorter than half the
-    smallest distance between opposite cell faces (bonds, displacements between frames).
+    smallest distance between opposite cell faces (bonds, displacements between frames). A frame
+    without a periodic cell (zero volume: a molecule in vacuum) keeps its vectors (open boundaries).
     """
     shape = vectors.shape
-    flat = vectors.reshape(shape[0], -1, 3)
-    fractional = np.einsum("fkj,fjl->fkl", flat, np.linalg.inv(cells))
+    flat = vectors.reshape(shape[0], -1, 3).copy()
+    periodic = np.abs(np.linalg.det(cells)) > MIN_CELL_VOLUME
+    fractional = np.einsum("fkj,fjl->fkl", flat[periodic], np.linalg.inv(cells[periodic]))
     fractional -= np.round(fractional)
-    return np.einsum("fkj,fjl->fkl", fractional, cells).reshape(shape)
+    flat[periodic] = np.einsum("fkj,fjl->fkl", fractional, cells[periodic])
+    return flat.reshape(shape)
 
 
 def whole_molecules(positions: np.ndarray, cells: np.ndarray, molecules: np.ndarray) -> np.ndarray:

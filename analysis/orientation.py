@@ -15,6 +15,7 @@ it is given for the surface and for each profile, with each profile's span (max 
 
 import numpy as np
 
+from .arguments import positive_int
 from .ipi_files import read_trajectory
 from .molecules import molecular_axes, water_molecules, whole_molecules
 from .output import figure
@@ -84,9 +85,10 @@ def _span(free_energy: np.ndarray):
 
 def add_arguments(parser):
     parser.add_argument("positions", help="i-PI positions trajectory (xyz or extxyz)")
-    parser.add_argument("--bins-cos", type=int, default=10, help="bins in cos θ (default 10)")
-    parser.add_argument("--bins-phi", type=int, default=12, help="bins in φ (default 12)")
-    parser.add_argument("--blocks", type=int, default=10, help="blocks for the error bars (default 10)")
+    parser.add_argument("--bins-cos", type=positive_int, default=10, help="bins in cos θ (default 10)")
+    parser.add_argument("--bins-phi", type=positive_int, default=12, help="bins in φ (default 12)")
+    parser.add_argument("--blocks", type=positive_int, default=10,
+                        help="blocks for the error bars, at most the number of frames (default 10)")
 
 
 def run(args):
@@ -111,6 +113,8 @@ def run(args):
     azimuth.errorbar(centres, result["F_phi"], result["F_phi_error"], marker="o", capsize=3)
     azimuth.axhline(0.0, color="grey", lw=0.8)
     azimuth.set(xlabel="φ (°)", ylabel="F (k_B T)")
-    message = (f"{result['n_samples']} orientations: max |F| {limit:.3g} k_B T, "
-               f"χ²/bin against flat {result['chi2_per_bin_vs_flat']:.3g}, {result['empty_bins']} empty bins")
+    chi2 = result["chi2_per_bin_vs_flat"]
+    message = (f"{result['n_samples']} orientations: max |F| {limit:.3g} k_B T, χ²/bin against flat "
+               f"{'undefined (no bin with an error bar)' if chi2 is None else f'{chi2:.3g}'}, "
+               f"{result['empty_bins']} empty bins")
     return result, fig, message

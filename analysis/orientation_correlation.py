@@ -8,17 +8,19 @@ images), with μ̂ the unit dipole direction (O → midpoint of the two H, as fo
 
 averaged over all pairs at distance r and all frames, so C_L + 2 C_T = ⟨μ̂_i·μ̂_j⟩.
 Independent random orientations give 0 for both; all dipoles parallel and isotropic pair
-directions give 1/3 for both. Error bars: block averages over frames.
+directions give 1/3 for both. Error bars: block averages over frames. The bins end at r_max
+exactly (as in g(r)). The trajectory needs a periodic cell.
 """
 
 import numpy as np
 
 from .errors import AnalysisError
+from .arguments import positive_float, positive_int
 from .ipi_files import read_trajectory
 from .molecules import molecular_axes, water_molecules, whole_molecules
 from .output import figure
-from .pairs import pairs_within
-from .stats import block_slices, mean_and_error
+from .pairs import bins_note, distance_edges, pairs_within
+from .stats import block_error
 
 NAME = "orientation-correlation"
 HELP = "longitudinal and transverse dipole-direction correlations versus O-O distance"
@@ -46,36 +48,37 @@ def pair_sums(oxygens: np.ndarray, axes: np.ndarray, cells: np.ndarray, edges: n
 
 
 def orientation_correlations(oxygens, axes, cells, r_max: float, bin_width: float, n_blocks: int) -> dict:
-    """C_L(r), C_T(r) with block errors (None with fewer frames than blocks) and pair counts."""
-    if not (r_max > 0 and 0 < bin_width < r_max):
-        raise AnalysisError(f"need 0 < --bin < --r-max, got {bin_width} and {r_max}")
-    edges = np.arange(0.0, r_max + 0.5 * bin_width, bin_width)
+    """C_L(r), C_T(r) with block errors and pair counts; AnalysisError if no pair is within r_max."""
+    edges = distance_edges(r_max, bin_width)
     counts, longitudinal, transverse = pair_sums(oxygens, axes, cells, edges)
+    if not counts.any():
+        raise AnalysisError(f"no molecule pairs within --r-max {r_max} Å ({oxygens.shape[1]} molecules)")
 
     def ratio(sums, part):
         with np.errstate(divide="ignore", invalid="ignore"):
             return sums[part].sum(axis=0) / counts[part].sum(axis=0)
 
-    result = {"r": 0.5 * (edges[1:] + edges[:-1]), "r_edges": edges, "pairs": counts.sum(axis=0),
-              "n_frames": len(oxygens)}
+    result = {"r": 0.5 * (edges[1:] + edges[:-1]), "r_edges": edges, "bin_width": edges[1] - edges[0],
+              "pairs": counts.sum(axis=0), "n_frames": len(oxygens)}
     for key, sums in (("longitudinal", longitudinal), ("transverse", transverse)):
         result[key] = ratio(sums, slice(None))
-        result[key + "_error"] = None
-        if len(oxygens) >= n_blocks:
-            result[key + "_error"] = mean_and_error(
-                [ratio(sums, part) for part in block_slices(len(oxygens), n_blocks)])[1]
+        result[key + "_error"] = block_error(len(oxygens), n_blocks, lambda part: ratio(sums, part))
     return result
 
 
 def add_arguments(parser):
     parser.add_argument("positions", help="i-PI positions trajectory (xyz or extxyz)")
-    parser.add_argument("--r-max", type=float, default=8.0, help="largest O-O distance in Å (default 8)")
-    parser.add_argument("--bin", type=float, default=0.25, help="bin width in Å (default 0.25)")
-    parser.add_argument("--blocks", type=int, default=5, help="blocks for the error bars (default 5)")
+    parser.add_argument("--r-max", type=positive_float, default=8.0, help="largest O-O distance in Å (default 8)")
+    parser.add_argument("--bin", type=positive_float, default=0.25,
+                        help="bin width in Å (default 0.25; narrowed to end the bins at --r-max)")
+    parser.add_argument("--blocks", type=positive_int, default=5,
+                        help="blocks for the error bars, at most the number of frames (default 5; 1: no error "
+                        "bars, e.g. for a single structure)")
 
 
 def run(args):
     positions = read_trajectory(args.positions, "length")
+    positions.require_cell("the O-O pair correlations need one")
     molecules = water_molecules(positions.symbols)
     whole = whole_molecules(positions.values, positions.cells, molecules)
     result = orientation_correlations(whole[:, :, 0], molecular_axes(whole), positions.cells,
@@ -85,12 +88,13 @@ def run(args):
     filled = result["pairs"] > 0
     for key, label in (("longitudinal", "$C_L$"), ("transverse", "$C_T$")):
         error = result[key + "_error"]
-        axis.errorbar(result["r"][filled], result[key][filled],
-                      None if error is None else error[filled], marker="o", ms=3, capsize=2, label=label)
+        axis.errorbar(result["r"][filled], result[key][filled], None if error is None else error[filled],
+                      marker="o", ms=3, capsize=2, label=label)
     axis.axhline(0.0, color="grey", lw=0.8)
     axis.set(xlabel="r$_{OO}$ (Å)", ylabel="dipole-direction correlation")
     axis.legend()
     first = int(np.argmax(filled))
     message = (f"{int(result['pairs'].sum())} pairs: nearest bin r = {result['r'][first]:.3g} Å has "
-               f"C_L {result['longitudinal'][first]:.3g}, C_T {result['transverse'][first]:.3g}")
+               f"C_L {result['longitudinal'][first]:.3g}, C_T {result['transverse'][first]:.3g}"
+               f"{bins_note(result['r_edges'], args.bin)}")
     return result, fig, message

@@ -1,6 +1,7 @@
 """Writing an analysis's results: ``PREFIX.json`` (numbers) and ``PREFIX.png`` (matplotlib, Agg)."""
 
 import json
+import os
 from pathlib import Path
 
 import matplotlib
@@ -8,6 +9,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 import numpy as np  # noqa: E402
+
+from .errors import AnalysisError  # noqa: E402
 
 
 def _plain(value):
@@ -33,10 +36,28 @@ def figure(n_panels: int = 1, width: float = 6.0, height: float = 4.0):
     return fig, list(axes[0])
 
 
-def write_outputs(prefix, result: dict, fig) -> tuple:
-    """Write ``result`` to PREFIX.json and ``fig`` to PREFIX.png; returns the two paths."""
-    prefix = Path(prefix)
-    prefix.parent.mkdir(parents=True, exist_ok=True)
+def output_prefix(text: str, default_name: str) -> Path:
+    """The prefix of ``--out text``, its folder made (before an analysis runs, so that a bad
+    ``--out`` costs nothing): ``text`` itself, or ``text/default_name`` if ``text`` is an existing
+    folder or ends in a slash. AnalysisError if ``text`` is empty or a file is in the way."""
+    if not text.strip():
+        raise AnalysisError("--out: the output prefix is empty")
+    prefix = Path(text)
+    if prefix.is_dir() or text.endswith(("/", os.sep)):
+        prefix = prefix / default_name
+    in_the_way = [folder for folder in reversed(prefix.parents) if folder.exists() and not folder.is_dir()]
+    if in_the_way:
+        raise AnalysisError(f"--out {text}: {in_the_way[0]} is a file, not a folder")
+    try:
+        prefix.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise AnalysisError(f"--out {text}: cannot make the folder {prefix.parent} ({error.strerror})") from None
+    return prefix
+
+
+def write_outputs(prefix: Path, result: dict, fig) -> tuple:
+    """Write ``result`` to PREFIX.json and ``fig`` to PREFIX.png (in the folder that
+    :func:`output_prefix` made); returns the two paths."""
     json_path = prefix.with_name(prefix.name + ".json")
     png_path = prefix.with_name(prefix.name + ".png")
     json_path.write_text(json.dumps(_plain(result), indent=1) + "\n")

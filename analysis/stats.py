@@ -11,8 +11,17 @@ def block_slices(n_samples: int, n_blocks: int) -> list:
         raise AnalysisError(f"need at least 2 blocks for an error bar, got {n_blocks}")
     length = n_samples // n_blocks
     if length < 1:
-        raise AnalysisError(f"{n_samples} frames cannot make {n_blocks} blocks")
+        raise AnalysisError(f"{n_samples} frames cannot make {n_blocks} blocks (--blocks at most {n_samples})")
     return [slice(k * length, (k + 1) * length) for k in range(n_blocks)]
+
+
+def block_error(n_frames: int, n_blocks: int, statistic):
+    """Standard error of a mean over ``n_frames`` frames from ``n_blocks`` blocks of frames, each
+    block's value ``statistic(part)`` for its slice of frames; None for ``n_blocks`` = 1 (no error
+    bar: e.g. a single structure)."""
+    if n_blocks == 1:
+        return None
+    return mean_and_error([statistic(part) for part in block_slices(n_frames, n_blocks)])[1]
 
 
 def mean_and_error(samples: np.ndarray):

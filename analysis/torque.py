@@ -7,6 +7,7 @@ and frames measures the symmetry breaking of a raw model and what is left after 
 
 import numpy as np
 
+from .arguments import positive_int
 from .errors import AnalysisError
 from .ipi_files import common_frames, read_trajectory
 from .molecules import centre_of_mass_frame, water_molecules, whole_molecules
@@ -30,10 +31,8 @@ def torques(positions, forces, cells, masses, molecules) -> np.ndarray:
 
 
 def mean_torque(tau: np.ndarray, n_blocks: int):
-    """Mean |τ| over frames and molecules, and its block error (None with fewer frames than blocks)."""
+    """Mean |τ| over frames and molecules, and its block error."""
     size = np.linalg.norm(tau, axis=-1)
-    if len(size) < n_blocks:
-        return float(size.mean()), None
     blocks = [size[part].mean() for part in block_slices(len(size), n_blocks)]
     return float(size.mean()), float(mean_and_error(blocks)[1])
 
@@ -42,7 +41,8 @@ def add_arguments(parser):
     parser.add_argument("--run", nargs=3, action="append", required=True,
                         metavar=("LABEL", "POSITIONS", "FORCES"),
                         help="a run's label, positions and forces trajectories (repeat per run)")
-    parser.add_argument("--blocks", type=int, default=5, help="blocks for the error bar (default 5)")
+    parser.add_argument("--blocks", type=positive_int, default=5,
+                        help="blocks for the error bar, at most the number of frames (default 5)")
 
 
 def run(args):
@@ -56,14 +56,17 @@ def run(args):
         molecules = water_molecules(positions.symbols)
         tau = torques(positions.values[first], forces.values[second], positions.cells[first],
                       positions.masses, molecules)
-        mean, error = mean_torque(tau, args.blocks)
+        try:
+            mean, error = mean_torque(tau, args.blocks)
+        except AnalysisError as problem:
+            raise AnalysisError(f"run {label}: {problem}") from None
         table[label] = {"mean_torque": mean, "error": error, "n_frames": len(first),
                         "n_molecules": len(molecules)}
     result = {"units": {"mean_torque": "eV"}, "runs": table}
     fig, (axis,) = figure(1)
     labels = list(table)
     means = [table[label]["mean_torque"] for label in labels]
-    errors = [table[label]["error"] or 0.0 for label in labels]
+    errors = [table[label]["error"] for label in labels]
     axis.bar(labels, means, yerr=errors, capsize=4, color="tab:blue")
     if all(value > 0 for value in means):
         axis.set_yscale("log")

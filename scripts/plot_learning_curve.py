@@ -11,8 +11,9 @@ counted on from the end of the stage before. With ``--compare`` they are separat
 model size, say): each is a curve of its own from epoch 1, labelled with its width, depth and
 number of parameters, and a third panel sets the force MAE against the hours of training.
 ``--labels`` names the series instead (comma-separated, one per checkpoint).
-Writes ``OUT.png`` (log scales, the learning rate beside the stages) and ``OUT.json`` (the points;
-force MAE in meV/Å, energy MAE in meV/atom, seconds per epoch, cumulative hours per series).
+Writes ``PREFIX.png`` (log scales, the learning rate beside the stages) and ``PREFIX.json`` (the
+points; force MAE in meV/Å, energy MAE in meV/atom, seconds per epoch, cumulative hours per series);
+``--out`` an existing folder (or one ending in /): FOLDER/learning-curve.png and .json.
 """
 
 import argparse
@@ -25,7 +26,12 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from analysis.errors import AnalysisError  # noqa: E402
+from analysis.output import output_prefix  # noqa: E402
 from pet import checkpoint  # noqa: E402
+
+DEFAULT_NAME = "learning-curve"
+"""The file name of the outputs when --out names a folder."""
 
 
 def size_label(stored: dict) -> str:
@@ -108,21 +114,21 @@ def main(argv=None) -> int:
     if labels and len(labels) != len(args.checkpoints):
         parser.error(f"--labels names {len(labels)} series for {len(args.checkpoints)} checkpoints")
     try:
+        out = output_prefix(args.out, DEFAULT_NAME)
         points = curve([Path(p) for p in args.checkpoints], args.compare, labels)
-    except checkpoint.CheckpointError as error:
+    except (AnalysisError, checkpoint.CheckpointError) as error:
         print(f"plot_learning_curve.py: error: {error}", file=sys.stderr)
         return 2
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    plot(points, out.with_suffix(".png"), args.compare)
+    png, json_path = out.with_name(out.name + ".png"), out.with_name(out.name + ".json")
+    plot(points, png, args.compare)
     units = {"force_mae": "meV/Å", "energy_mae": "meV/atom", "seconds": "s per epoch",
              "hours": "hours of training in the series"}
-    out.with_suffix(".json").write_text(json.dumps({"units": units, "points": points}, indent=1) + "\n")
+    json_path.write_text(json.dumps({"units": units, "points": points}, indent=1) + "\n")
     for mine in by_series(points):
         last = mine[-1]
         print(f"{last['label']}: last validated epoch {last['epoch']}, F {last['force_mae']:.1f} meV/Å, "
               f"E {last['energy_mae']:.2f} meV/atom, {last['hours']:.2f} h")
-    print(f"{len(points)} validated epochs; wrote {out.with_suffix('.png')}")
+    print(f"{len(points)} validated epochs; wrote {png} and {json_path}")
     return 0
 
 

@@ -153,6 +153,12 @@ DEFAULT_EXPERIMENTS = [name for name in EXPERIMENTS if name != "stability"]
 """What runs when none is named: the study's four; ``stability`` (10 ps each) only when named."""
 
 
+def without_runs(experiments: List[str], runs_dir: Path) -> List[str]:
+    """The experiments of which ``runs_dir`` holds no run folder (nothing for --analyze-only)."""
+    return [experiment for experiment in experiments
+            if not any((runs_dir / experiment / run.name).is_dir() for run in runs_of(experiment, runs_dir))]
+
+
 def timed(command: List[str], label: str, timings: dict) -> bool:
     """Run ``command`` (output passed through); record its wall time under ``label``."""
     print(f"run_experiments: {label}: {' '.join(command)}", flush=True)
@@ -213,6 +219,11 @@ def main(argv=None) -> int:
     shared = shared_data_dir()
     runs_dir = Path(args.runs or REPO / "runs" / ("experiments-quick" if args.quick else "experiments")).resolve()
     results = Path(args.results or runs_dir / "results").resolve()
+    missing = without_runs(args.experiments, runs_dir) if args.analyze_only else []
+    if missing:
+        print(f"run_experiments: no runs found in {runs_dir} for {', '.join(missing)} "
+              "(--analyze-only analyses runs done before)", file=sys.stderr)
+        return 2
     total, failed = 0.0, []
     shown = model.relative_to(REPO) if model.is_relative_to(REPO) else model
     provenance = {"model": str(shown), "model_sha256": file_sha256(model), "quick": args.quick, "scale": args.scale}

@@ -17,19 +17,27 @@ def water_centre_of_mass() -> np.ndarray:
 
 def write_ipi_xyz(path, symbols, values, cells, quantity="positions", units="angstrom", steps=None):
     """An i-PI xyz trajectory: values (F, N, 3) in ``units``, cells (F, 3, 3) Å in i-PI's
-    orientation (a along x, b in the xy plane), written as CELL(abcABC) with cell{angstrom}."""
+    orientation (a along x, b in the xy plane), written as CELL(abcABC) with cell{angstrom};
+    ``cells`` None: no cell, CELL(abcABC): 0 0 0 0 0 0."""
     values = np.asarray(values, dtype=float)
-    cells = np.broadcast_to(np.asarray(cells, dtype=float), (len(values), 3, 3))
     steps = range(len(values)) if steps is None else steps
     lines = []
-    for frame, cell, step in zip(values, cells, steps):
-        a, b, c, alpha, beta, gamma = cell_to_cellpar(cell)
+    for frame, parameters, step in zip(values, _cell_parameters(cells, len(values)), steps):
+        a, b, c, alpha, beta, gamma = parameters
         lines.append(f"{len(symbols)}")
         lines.append(f"# CELL(abcABC): {a:.8f} {b:.8f} {c:.8f} {alpha:.8f} {beta:.8f} {gamma:.8f}  "
                      f"Step: {step:11d}  Bead: 0 {quantity}{{{units}}}  cell{{angstrom}}")
         lines.extend(f"{symbol:>8s} {x: .10e} {y: .10e} {z: .10e}" for symbol, (x, y, z) in zip(symbols, frame))
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def _cell_parameters(cells, n_frames):
+    """(F, 6) a, b, c, α, β, γ of ``cells`` (3, 3) or (F, 3, 3); zeros for ``cells`` None."""
+    if cells is None:
+        return np.zeros((n_frames, 6))
+    cells = np.broadcast_to(np.asarray(cells, dtype=float), (n_frames, 3, 3))
+    return np.array([cell_to_cellpar(cell) for cell in cells])
 
 
 def write_ipi_properties(path, columns):

@@ -106,3 +106,20 @@ def test_ice_merge_matches_one_joint_run(tmp_path, data_dir, tiny_checkpoint, ca
     assert "grid 3i differs" in errors[1]
     assert "does not say which cells it holds" in errors[2]
     assert "holds 9 cells" in errors[3]
+
+
+def test_ice_merge_conflicts_are_found_before_the_model_runs(tmp_path, data_dir, tiny_checkpoint, capsys):
+    earlier = {"cells": [1], "n_molecules": [96], "energy_initial": {"raw": [-1.0], "avg": [-1.0]},
+               "forces_initial": [{"mae": 1.0, "rms": 1.0, "max_atom": 1.0}], "dtype": "float32"}
+    for name, changes in (("grid.json", {"grid": "3i"}), ("twice.json", {"grid": "2", "cells": [0]}),
+                          ("relaxed.json", {"grid": "2", "energy_relaxed": {"raw": [-1.0], "avg": [-1.0]}})):
+        (tmp_path / name).write_text(json.dumps({**earlier, **changes}))
+        assert main(["ice", str(data_dir / "ice-ih-hayward-reimers.xyz"), "--index", "0", "--model",
+                     str(tiny_checkpoint), "--grid", "2", "--dtype", "float32", "--merge", str(tmp_path / name),
+                     "--out", str(tmp_path / "bad")]) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert all(not line.startswith("ice: cell") for line in errors)  # no cell was evaluated
+    errors = [line for line in errors if line.startswith("pet-analyze")]
+    assert "grid 3i differs from this run's 2" in errors[0]
+    assert "cells [0] appear twice" in errors[1]
+    assert "relaxed geometries in some results and not in others" in errors[2]

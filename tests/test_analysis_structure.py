@@ -118,7 +118,7 @@ def test_simple_cubic_lattice_in_a_triclinic_cell(tmp_path):
     cell = 4 * spacing * np.array([[1.0, 0.0, 0.0], [1.0, 1.0, 0.0], [0.0, 1.0, 1.0]])  # the same lattice, sheared
     sites = spacing * np.stack(np.meshgrid(*[np.arange(4)] * 3, indexing="ij"), -1).reshape(-1, 3)
     write_ipi_xyz(tmp_path / "sc.xyz", ["O"] * 64, [wrap(sites, cell)] * 2, cell)
-    assert main(["gofr", str(tmp_path / "sc.xyz"), "--r-max", "5.9", "--bin", "0.07", "--blocks", "2",
+    assert main(["gofr", str(tmp_path / "sc.xyz"), "--r-max", "5.95", "--bin", "0.07", "--blocks", "2",
                  "--out", str(tmp_path / "g")]) == 0
     g = json.loads((tmp_path / "g.json").read_text())
     outer = np.array(g["r_edges"])[1:]
@@ -217,3 +217,93 @@ def test_intact_rejects_bad_limits_and_atom_order(tmp_path, capsys):
     assert "O, H, H" in capsys.readouterr().err
     assert main(["intact", str(path), "--max-oh", "-1", "--out", str(tmp_path / "x")]) == 2
     assert "positive" in capsys.readouterr().err
+
+
+def test_without_a_cell_bonds_are_open_boundaries_and_pair_analyses_refuse(tmp_path, capsys):
+    """A rotating molecule in vacuum (CELL(abcABC): 0 0 0): intact, orientation, dipole-acf and
+    diffusion take open boundaries (diffusion without a Yeh-Hummer correction); g(r) and the
+    orientation correlations need a cell."""
+    frames = np.array([WATER @ rotation_about([0.0, 0.0, 1.0], 0.1 * k).T + 5.0 for k in range(40)])
+    path = str(write_ipi_xyz(tmp_path / "gas.xyz", ["O", "H", "H"], frames, None))
+    for arguments in (["intact", path], ["orientation", path, "--blocks", "2"], ["dipole-acf", path, "--dt", "1"],
+                      ["diffusion", path, "--dt", "1", "--blocks", "2"]):
+        assert main(arguments + ["--out", str(tmp_path / arguments[0])]) == 0, arguments[0]
+    intact = json.loads((tmp_path / "intact.json").read_text())
+    assert intact["intact"] is True
+    np.testing.assert_allclose(intact["longest_oh_per_frame"], np.linalg.norm(WATER[1]), atol=1e-8)
+    np.testing.assert_allclose(intact["shortest_hh_per_frame"], np.linalg.norm(WATER[1] - WATER[2]), atol=1e-8)
+    assert json.loads((tmp_path / "diffusion.json").read_text())["yeh_hummer"] is None
+    assert "no periodic cell: no Yeh-Hummer correction" in capsys.readouterr().out
+    for analysis in ("gofr", "orientation-correlation"):
+        assert main([analysis, path, "--blocks", "2", "--out", str(tmp_path / "x")]) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 2 and all("no periodic cell" in line for line in errors)
+    assert "g(r) needs one" in errors[0]
+
+
+def test_intact_reports_a_blown_up_run_as_broken_from_its_first_non_finite_frame(tmp_path, capsys):
+    frames = np.array([WATER + 5.0] * 6)
+    frames[4:] = np.nan
+    path = str(write_ipi_xyz(tmp_path / "pos.xyz", ["O", "H", "H"], frames, 20 * np.eye(3), steps=range(0, 60, 10)))
+    assert main(["intact", path, "--out", str(tmp_path / "intact")]) == 0
+    result = json.loads((tmp_path / "intact.json").read_text())
+    assert result["intact"] is False and result["first_broken_step"] == 40 and result["first_non_finite_step"] == 40
+    assert result["steps"] == [0, 10, 20, 30] and result["n_frames"] == 6
+    assert result["longest_oh"] == pytest.approx(np.linalg.norm(WATER[1]))
+    assert "BROKEN from step 40 (NaN or infinite positions from step 40)" in capsys.readouterr().out
+    for arguments in (["orientation", path], ["gofr", path], ["diffusion", path, "--dt", "1"]):
+        assert main(arguments + ["--out", str(tmp_path / "x")]) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 3 and all("frame 4 (step 40) holds NaN or infinite positions" in line for line in errors)
+
+
+def test_distance_bins_end_at_r_max_in_both_pair_analyses(tmp_path):
+    cell = 20 * np.eye(3)
+    frame = molecules_along(np.array([[1.0, 0, 0], [1.0, 0, 0]]), np.array([[5.0, 5, 5], [8.5, 5, 5]]))
+    path = str(write_ipi_xyz(tmp_path / "pair.xyz", ["O", "H", "H"] * 2, [frame.reshape(-1, 3)] * 2, cell))
+    for analysis in ("gofr", "orientation-correlation"):
+        assert main([analysis, path, "--r-max", "6", "--bin", "4", "--blocks", "2",
+                     "--out", str(tmp_path / analysis)]) == 0
+        result = json.loads((tmp_path / f"{analysis}.json").read_text())
+        assert result["r_edges"] == pytest.approx([0.0, 3.0, 6.0]) and result["bin_width"] == pytest.approx(3.0)
+    assert json.loads((tmp_path / "orientation-correlation.json").read_text())["pairs"] == [0, 2]
+    assert main(["gofr", path, "--r-max", "6", "--bin", "0.5", "--blocks", "2", "--out", str(tmp_path / "g")]) == 0
+    assert json.loads((tmp_path / "g.json").read_text())["r_edges"] == pytest.approx(np.arange(13) * 0.5)
+
+
+def test_too_many_blocks_no_pairs_and_a_fit_beyond_the_lags_are_errors(tmp_path, capsys):
+    rng = np.random.default_rng(8)
+    frames = gas_frames(12, 4, isotropic(rng), rng)
+    path = str(write_ipi_xyz(tmp_path / "gas.xyz", ["O", "H", "H"] * 4, frames, TRICLINIC))
+    one = str(write_ipi_xyz(tmp_path / "one.xyz", ["O", "H", "H"], frames[:, :3], TRICLINIC))
+    walk = np.cumsum(0.1 * rng.standard_normal((40, 8, 3)), axis=0) + 5.0
+    walk_path = str(write_ipi_xyz(tmp_path / "walk.xyz", ["O"] * 8, walk, TRICLINIC))
+    for arguments in (["gofr", path, "--blocks", "100"], ["orientation-correlation", path, "--blocks", "13"],
+                      ["orientation-correlation", one, "--blocks", "2"],
+                      ["diffusion", walk_path, "--dt", "1000", "--blocks", "2", "--fit-end", "100"],
+                      ["diffusion", walk_path, "--dt", "1000", "--blocks", "6"]):
+        assert main(arguments + ["--out", str(tmp_path / "x")]) == 2, arguments
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 5
+    assert "12 frames cannot make 100 blocks (--blocks at most 12)" in errors[0]
+    assert "12 frames cannot make 13 blocks" in errors[1]
+    assert "no molecule pairs within --r-max 8.0 Å (1 molecules)" in errors[2]
+    assert "--fit-end 100.0 ps is beyond the largest lag, 10 ps" in errors[3]
+    assert "40 frames are too few for 6 blocks (at least 8 frames per block: 48)" in errors[4]
+    assert main(["diffusion", walk_path, "--dt", "1000", "--blocks", "2", "--fit-end", "10",
+                 "--out", str(tmp_path / "msd")]) == 0
+    assert json.loads((tmp_path / "msd.json").read_text())["fit_window"] == pytest.approx([2.0, 10.0])
+
+
+def test_one_block_gives_the_pair_analyses_of_a_single_structure_without_error_bars(tmp_path):
+    rng = np.random.default_rng(9)
+    frame = gas_frames(1, 4, isotropic(rng), rng)
+    path = str(write_ipi_xyz(tmp_path / "snapshot.xyz", ["O", "H", "H"] * 4, frame, TRICLINIC))
+    for command in ("gofr", "orientation-correlation"):
+        out = tmp_path / command
+        assert main([command, path, "--blocks", "2", "--out", str(out)]) == 2
+        assert main([command, path, "--blocks", "1", "--r-max", "5", "--out", str(out)]) == 0
+        result = json.loads(out.with_suffix(".json").read_text())
+        errors = [value for key, value in result.items() if key.endswith("_error")]
+        assert errors and all(value is None for value in errors)
+        assert result["n_frames"] == 1

@@ -157,3 +157,69 @@ def test_drift_of_several_runs_side_by_side(tmp_path, capsys):
     capsys.readouterr()
     assert main(["drift", *paths, "--labels", "one", "--molecules", "64", "--out", str(tmp_path / "x")]) == 2
     assert "2 files" in capsys.readouterr().err
+
+
+def test_time_columns_must_increase_and_hold_enough_rows(tmp_path, capsys):
+    time = np.arange(20) * 0.005
+    restarted = np.concatenate([time[:12], time[8:16]])  # a restart appended: steps 8.. again
+    for name, times in (("restart.out", restarted), ("zeros.out", 0 * time), ("one.out", time[:1])):
+        write_ipi_properties(tmp_path / name, [("time{picosecond}", times), ("conserved{electronvolt}", times),
+                                               ("potential{electronvolt}", times)])
+    for analysis, name in (("drift", "restart.out"), ("spectrum", "restart.out"), ("drift", "zeros.out"),
+                           ("spectrum", "one.out"), ("drift", "one.out")):
+        options = ["--molecules", "1"] if analysis == "drift" else ["--series", "potential"]
+        assert main([analysis, str(tmp_path / name), *options, "--out", str(tmp_path / "x")]) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 5
+    assert all("the time column does not increase at data row 12 (counted from 0; 0.055 then 0.04)" in line
+               for line in errors[:2])
+    assert "does not increase at data row 1 (counted from 0; 0 then 0)" in errors[2]
+    assert "this analysis needs at least 2 data rows, the file has 1" in errors[3]
+    assert "this analysis needs at least 3 data rows, the file has 1" in errors[4]
+
+
+def test_spectrum_of_the_temperature_is_in_kelvin(tmp_path, capsys):
+    time = np.arange(512) * 0.001
+    temperature = 300.0 + 10.0 * np.sin(2 * np.pi * 20.0 * time)
+    potential = 0.01 * np.cos(2 * np.pi * 30.0 * time)
+    write_ipi_properties(tmp_path / "nvt.out", [("time{picosecond}", time), ("temperature{kelvin}", temperature),
+                                                ("potential{electronvolt}", potential)])
+    assert main(["spectrum", str(tmp_path / "nvt.out"), "--series", "temperature", "potential",
+                 "--segments", "2", "--out", str(tmp_path / "s")]) == 0
+    series = json.loads((tmp_path / "s.json").read_text())["series"]
+    assert series["temperature"]["units"] == {"psd": "K^2/THz", "variance": "K^2"}
+    assert series["potential"]["units"] == {"psd": "eV^2/THz", "variance": "eV^2"}
+    out = capsys.readouterr().out
+    assert f"std {temperature.std():.4g} K;" in out and f"std {potential.std() * 1e3:.4g} meV" in out
+    assert main(["spectrum", str(tmp_path / "nvt.out"), "--out", str(tmp_path / "x")]) == 2  # no MTS columns
+    error = capsys.readouterr().err
+    assert "no column 'pot_component_raw(0)' for 'delta'" in error and "--series potential" in error
+
+
+def test_lags_and_frames_are_checked_in_ps_and_frames(tmp_path, capsys):
+    positions = write_rotor(tmp_path, [0.0, 0.0, 20.0], n_frames=50)
+    write_ipi_xyz(tmp_path / "one.xyz", ["O", "H", "H"], positions[:1], CELL)
+    write_ipi_xyz(tmp_path / "one-vel.xyz", ["O", "H", "H"], np.zeros((1, 3, 3)), CELL, "velocities", "m/s")
+    for arguments in (["dipole-acf", "pos.xyz", "--dt", str(DT_FS), "--max-lag", "20"],
+                      ["dipole-acf", "one.xyz", "--dt", str(DT_FS)], ["diffusion", "one.xyz", "--dt", str(DT_FS)],
+                      ["angular-momentum", "one.xyz", "one-vel.xyz", "--dt", str(DT_FS)],
+                      ["torque", "--run", "rotor", "pos.xyz", "frc.xyz", "--blocks", "60"]):
+        arguments = [str(tmp_path / word) if word.endswith(".xyz") else word for word in arguments]
+        assert main(arguments + ["--out", str(tmp_path / "x")]) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 5
+    assert "--max-lag 20.0 ps is 10000 frames of 0.002 ps: it must be 1 to 49 frames, 0.002 to 0.098 ps" in errors[0]
+    assert all("this analysis needs at least 2 frames, the file has 1" in line for line in errors[1:3])
+    assert "share 1 MD step: L(t) needs at least 2" in errors[3]
+    assert "run rotor: 50 frames cannot make 60 blocks" in errors[4]
+
+
+def test_a_molecule_at_rest_has_no_direction_of_angular_momentum(tmp_path, capsys):
+    write_ipi_xyz(tmp_path / "pos.xyz", ["O", "H", "H"], [WATER + 5.0] * 10, CELL)
+    write_ipi_xyz(tmp_path / "vel.xyz", ["O", "H", "H"], np.zeros((10, 3, 3)), CELL, "velocities", "m/s")
+    assert main(["angular-momentum", str(tmp_path / "pos.xyz"), str(tmp_path / "vel.xyz"), "--dt", str(DT_FS),
+                 "--out", str(tmp_path / "L")]) == 0
+    result = json.loads((tmp_path / "L.json").read_text())
+    assert result["max_angle_from_start_deg"] is None and result["L_norm"] == [0.0] * 10
+    out = capsys.readouterr().out
+    assert "|L| is zero at the start, so the direction of L is undefined" in out and "nan" not in out
