@@ -9,7 +9,8 @@ torque and L drifts and precesses. The turn of L is measured from the first fram
 
 import numpy as np
 
-from .arguments import positive_float
+from pet.arguments import positive_float
+
 from .ipi_files import common_frames, read_trajectory, step_times
 from .molecules import centre_of_mass_frame, water_molecules, whole_molecules
 from .errors import AnalysisError

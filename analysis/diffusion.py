@@ -16,7 +16,8 @@ no correction.
 import numpy as np
 from ase.units import _k as BOLTZMANN_J_PER_K
 
-from .arguments import non_negative_float, positive_float, positive_int
+from pet.arguments import non_negative_float, positive_float, positive_int
+
 from .errors import AnalysisError
 from .ipi_files import frame_interval, read_trajectory
 from .molecules import minimum_image

@@ -14,7 +14,8 @@ dipole gives cos(ωτ).
 
 import numpy as np
 
-from .arguments import positive_float
+from pet.arguments import positive_float
+
 from .errors import AnalysisError
 from .ipi_files import frame_interval, read_trajectory
 from .molecules import water_molecules, whole_molecules

@@ -8,7 +8,8 @@ then holds a list ``runs``, each with its ``label`` and ``file``).
 
 import numpy as np
 
-from .arguments import positive_int
+from pet.arguments import positive_int
+
 from .errors import AnalysisError
 from .ipi_files import column, read_properties, time_column
 from .output import figure

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
+from pet.arguments import positive_float, positive_int
+
 from .errors import AnalysisError
-from .arguments import positive_float, positive_int
 from .ipi_files import read_trajectory, read_two_columns
 from .output import figure
 from .pairs import bins_note, distance_edges, pairs_within

@@ -29,7 +29,8 @@ import ase.io
 from ase.io.formats import string2index
 import numpy as np
 
-from .arguments import positive_int
+from pet.arguments import positive_int
+
 from .errors import AnalysisError
 from .ipi_files import existing_file, read_trajectory
 from .molecules import minimum_image

@@ -12,7 +12,8 @@ Atoms must be in the order O, H, H molecule after molecule (i-PI's outputs of th
 
 import numpy as np
 
-from .arguments import positive_float
+from pet.arguments import positive_float
+
 from .ipi_files import read_trajectory, step_times
 from .molecules import minimum_image, water_molecules
 from .output import figure

@@ -15,7 +15,8 @@ it is given for the surface and for each profile, with each profile's span (max 
 
 import numpy as np
 
-from .arguments import positive_int
+from pet.arguments import positive_int
+
 from .ipi_files import read_trajectory
 from .molecules import molecular_axes, water_molecules, whole_molecules
 from .output import figure

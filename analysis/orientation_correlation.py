@@ -14,8 +14,9 @@ exactly (as in g(r)). The trajectory needs a periodic cell.
 
 import numpy as np
 
+from pet.arguments import positive_float, positive_int
+
 from .errors import AnalysisError
-from .arguments import positive_float, positive_int
 from .ipi_files import read_trajectory
 from .molecules import molecular_axes, water_molecules, whole_molecules
 from .output import figure

@@ -9,7 +9,8 @@ energies, K²/THz for the temperature).
 
 import numpy as np
 
-from .arguments import positive_int
+from pet.arguments import positive_int
+
 from .errors import AnalysisError
 from .ipi_files import column, read_properties, time_column
 from .output import figure

@@ -7,7 +7,8 @@ and frames measures the symmetry breaking of a raw model and what is left after 
 
 import numpy as np
 
-from .arguments import positive_int
+from pet.arguments import positive_int
+
 from .errors import AnalysisError
 from .ipi_files import common_frames, read_trajectory
 from .molecules import centre_of_mass_frame, water_molecules, whole_molecules

@@ -10,12 +10,12 @@ from typing import List, Optional, Tuple
 import torch
 
 from pet.allocator import retain_freed_memory
+from pet.arguments import finite_float, non_negative_int
 from pet.calculator import load_model
 from pet.checkpoint import CheckpointError
 from pet.models import default_model_path
 
 from . import runner
-from .arguments import finite_float, non_negative_int
 from .channels import Channel, LastRaw, parse_mode
 from .protocol import SOCKETS_PREFIX, Address
 from .species import DEFAULT_UNIT, Species, SpeciesError

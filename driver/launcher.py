@@ -26,10 +26,10 @@ from typing import List, Optional
 
 import torch
 
+from pet.arguments import finite_float
 from pet.calculator import load_model
 from pet.models import default_model_path
 
-from .arguments import finite_float
 from .ipi_input import TEMPLATE_MODES, InputError, IPIInput, SocketChannel
 from .protocol import SOCKETS_PREFIX
 from .start_structure import atom_count, pick_frame, read_frames, write_start

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from ase.data import chemical_symbols
 
-from analysis.arguments import positive_int
 from pet import checkpoint
+from pet.arguments import positive_int
 from pet.compute import compute
 from pet.data import DataError, read_frames
 from pet.neighbors import graph_from_atoms

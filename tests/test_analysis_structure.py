@@ -216,7 +216,7 @@ def test_intact_rejects_bad_limits_and_atom_order(tmp_path, capsys):
     assert main(["intact", str(path), "--out", str(tmp_path / "x")]) == 2
     assert "O, H, H" in capsys.readouterr().err
     assert main(["intact", str(path), "--max-oh", "-1", "--out", str(tmp_path / "x")]) == 2
-    assert "positive" in capsys.readouterr().err
+    assert "must be a finite number > 0" in capsys.readouterr().err
 
 
 def test_without_a_cell_bonds_are_open_boundaries_and_pair_analyses_refuse(tmp_path, capsys):

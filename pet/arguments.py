@@ -1,0 +1,58 @@
+"""argparse types of every pet-ipi command line: numbers checked when the command line is read.
+
+A bad value raises :class:`argparse.ArgumentTypeError`, which argparse (and ``pet-analyze``'s
+one-line parser) prints as ``PROG: error: argument --X: must be ..., got '...'`` with exit status
+2, saying what is allowed.
+"""
+
+import argparse
+import math
+from typing import Callable
+
+
+def integer(minimum: int) -> Callable[[str], int]:
+    """The argparse type of an integer ≥ ``minimum``."""
+    allowed = {0: "a non-negative integer", 1: "a positive integer"}.get(minimum, f"an integer >= {minimum}")
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"must be {allowed}, got {text!r}")
+        return value
+
+    return parse
+
+
+def finite_float(low: float, high: float = math.inf, low_allowed: bool = True,
+                 unit: str = "", why: str = "") -> Callable[[str], float]:
+    """The argparse type of a finite number from ``low`` (included if ``low_allowed``) to ``high``;
+    ``unit`` and ``why`` (the reason for the bounds) go into the error message."""
+    allowed = f"{'>=' if low_allowed else '>'} {low:g}{unit}"
+    if math.isfinite(high):
+        allowed += f" and <= {high:g}{unit}"
+    reason = f" ({why})" if why else ""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        in_range = (value >= low if low_allowed else value > low) and value <= high
+        if not (math.isfinite(value) and in_range):
+            raise argparse.ArgumentTypeError(f"must be a finite number {allowed}{reason}, got {text!r}")
+        return value
+
+    return parse
+
+
+positive_int = integer(1)
+"""Counts: bins, blocks, segments, molecules, frames, chunk sizes."""
+non_negative_int = integer(0)
+"""Random seeds."""
+positive_float = finite_float(0.0, low_allowed=False)
+"""Time steps, distances, temperatures, viscosities, charges."""
+non_negative_float = finite_float(0.0)
+"""The start of a fit window."""
