@@ -314,7 +314,8 @@ def data_file(given: Optional[str], stored: dict) -> Path:
     if trained_on is not None and trained_on.get("path") is None:
         return default_dataset()
     raise DataError(f"the checkpoint's data file {recorded} is not found (moved, or a relative "
-                    "path from another directory): pass the data file with --data")
+                    "path from another directory): pass the data file with --data FILE "
+                    "--subset test (with --data alone every frame is evaluated, training frames too)")
 
 
 def output_files(prefix: Path) -> Tuple[Path, Path]:

@@ -196,7 +196,8 @@ def test_missing_recorded_data_file_is_an_error_not_the_default_data(model_with_
     assert main([str(model_with_split), "--grids", "none"]) == 2
     assert _error_line(capsys) == (f"pet-eval: error: the checkpoint's data file {labelled_file} is not found "
                                    "(moved, or a relative path from another directory): pass the data file "
-                                   "with --data")
+                                   "with --data FILE --subset test (with --data alone every frame is evaluated, "
+                                   "training frames too)")
     assert main([str(model_with_split), "--data", str(moved), "--subset", "test", "--grids", "none"]) == 0
     assert "2 frame(s) (test) of" in capsys.readouterr().out
 
