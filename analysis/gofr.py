@@ -16,12 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pet.arguments import positive_float, positive_int
-
 from .errors import AnalysisError
 from .ipi_files import read_trajectory, read_two_columns
 from .output import figure
-from .pairs import bins_note, distance_edges, pairs_within
+from .pairs import add_binning_arguments, bins_note, distance_edges, pairs_within
 from .stats import block_error
 
 NAME = "gofr"
@@ -72,12 +70,7 @@ def parse_reference(text: str):
 def add_arguments(parser):
     parser.add_argument("positions", help="i-PI positions trajectory (xyz or extxyz)")
     parser.add_argument("--element", default="O", help="element of both atoms of a pair (default O)")
-    parser.add_argument("--r-max", type=positive_float, default=6.0, help="largest distance in Å (default 6)")
-    parser.add_argument("--bin", type=positive_float, default=0.05,
-                        help="bin width in Å (default 0.05; narrowed to end the bins at --r-max)")
-    parser.add_argument("--blocks", type=positive_int, default=5,
-                        help="blocks for the error bars, at most the number of frames (default 5; 1: no error "
-                        "bars, e.g. for a single structure)")
+    add_binning_arguments(parser, 6.0, 0.05)
     parser.add_argument("--reference", action="append", default=[], metavar="PATH[:bohr]",
                         help="reference g(r), columns r g; append ':bohr' if r is in Bohr (repeatable)")
 

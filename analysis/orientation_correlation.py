@@ -14,13 +14,11 @@ exactly (as in g(r)). The trajectory needs a periodic cell.
 
 import numpy as np
 
-from pet.arguments import positive_float, positive_int
-
 from .errors import AnalysisError
 from .ipi_files import read_trajectory
 from .molecules import molecular_axes, water_molecules, whole_molecules
 from .output import figure
-from .pairs import bins_note, distance_edges, pairs_within
+from .pairs import add_binning_arguments, bins_note, distance_edges, pairs_within
 from .stats import block_error
 
 NAME = "orientation-correlation"
@@ -69,12 +67,7 @@ def orientation_correlations(oxygens, axes, cells, r_max: float, bin_width: floa
 
 def add_arguments(parser):
     parser.add_argument("positions", help="i-PI positions trajectory (xyz or extxyz)")
-    parser.add_argument("--r-max", type=positive_float, default=8.0, help="largest O-O distance in Å (default 8)")
-    parser.add_argument("--bin", type=positive_float, default=0.25,
-                        help="bin width in Å (default 0.25; narrowed to end the bins at --r-max)")
-    parser.add_argument("--blocks", type=positive_int, default=5,
-                        help="blocks for the error bars, at most the number of frames (default 5; 1: no error "
-                        "bars, e.g. for a single structure)")
+    add_binning_arguments(parser, 8.0, 0.25, "O-O distance")
 
 
 def run(args):

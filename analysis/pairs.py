@@ -4,6 +4,8 @@ or with open boundaries; the distance bins of the pair analyses."""
 import numpy as np
 from vesin import NeighborList
 
+from pet.arguments import positive_float, positive_int
+
 from .errors import AnalysisError
 from .molecules import MIN_CELL_VOLUME
 
@@ -35,3 +37,14 @@ def bins_note(edges: np.ndarray, bin_width: float) -> str:
     """', N bins of W Å' for a summary line when the bins are narrower than ``bin_width``, else ''."""
     width = edges[1] - edges[0]
     return f", {len(edges) - 1} bins of {width:.4g} Å" if width < bin_width * (1 - 1e-9) else ""
+
+
+def add_binning_arguments(parser, r_max: float, bin_width: float, distance: str = "distance") -> None:
+    """--r-max, --bin and --blocks of the pair analyses (defaults ``r_max``, ``bin_width`` in Å)."""
+    parser.add_argument("--r-max", type=positive_float, default=r_max,
+                        help=f"largest {distance} in Å (default {r_max:g})")
+    parser.add_argument("--bin", type=positive_float, default=bin_width,
+                        help=f"bin width in Å (default {bin_width:g}; narrowed to end the bins at --r-max)")
+    parser.add_argument("--blocks", type=positive_int, default=5,
+                        help="blocks for the error bars, at most the number of frames (default 5; 1: no error "
+                        "bars, e.g. for a single structure)")
