@@ -7,6 +7,8 @@ and prints a one-line summary; mistakes in the inputs give one line on stderr an
 import argparse
 import sys
 
+from pet.arguments import OneLineParser
+
 from . import (angular_momentum, diffusion, dipole_acf, drift, gofr, ice, intact, orientation,
                orientation_correlation, spectrum, torque)
 from .errors import AnalysisError
@@ -15,18 +17,6 @@ from .output import output_prefix, write_outputs
 ANALYSES = [angular_momentum, torque, spectrum, orientation, gofr, orientation_correlation,
             diffusion, dipole_acf, drift, intact, ice]
 """Modules with NAME, HELP, EXAMPLE, add_arguments(parser) and run(args) -> (result, figure, summary)."""
-
-
-class UsageError(Exception):
-    """A command line argparse rejects, as the one line to print."""
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are one line (``PROG: error: ...``, no usage) raised as
-    :class:`UsageError`, like the analyses' own errors; ``--help`` gives the usage."""
-
-    def error(self, message):
-        raise UsageError(f"{self.prog}: error: {message}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,11 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    try:
-        args = build_parser().parse_args(argv)
-    except UsageError as error:
-        print(error, file=sys.stderr)
-        return 2
+    args = build_parser().parse_args(argv)
     try:
         prefix = output_prefix(args.out, args.analysis.NAME)
         result, fig, summary = args.analysis.run(args)

@@ -10,7 +10,7 @@ from typing import List, Optional, Tuple
 import torch
 
 from pet.allocator import retain_freed_memory
-from pet.arguments import finite_float, non_negative_int
+from pet.arguments import OneLineParser, finite_float, non_negative_int
 from pet.calculator import load_model
 from pet.checkpoint import CheckpointError
 from pet.models import default_model_path
@@ -49,16 +49,9 @@ an error (model, structure, species, connection lost mid-message: one line on st
 command-line mistake, 130 when interrupted (Ctrl-C, SIGTERM)."""
 
 
-class OneLineErrors(argparse.ArgumentParser):
-    """An ArgumentParser whose usage errors are one line on stderr (exit status 2)."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineErrors(prog="pet-driver", description=DESCRIPTION, epilog=EPILOG,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(prog="pet-driver", description=DESCRIPTION, epilog=EPILOG,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--grid", metavar="G",
                         help="serve raw on unix:pet-raw and the G-averaged model on unix:pet-G "
                              "(e.g. --grid 2i); not with --channel")

@@ -26,7 +26,7 @@ from typing import List, Optional
 
 import torch
 
-from pet.arguments import finite_float
+from pet.arguments import OneLineParser, finite_float
 from pet.calculator import load_model
 from pet.models import default_model_path
 
@@ -68,7 +68,7 @@ class Stop(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="pet-run", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
         description="Run an i-PI input folder with pet-driver: start both, show the progress, "
                     "stop both cleanly.")

@@ -1,13 +1,21 @@
 """argparse types of every pet-ipi command line: numbers checked when the command line is read.
 
-A bad value raises :class:`argparse.ArgumentTypeError`, which argparse (and ``pet-analyze``'s
-one-line parser) prints as ``PROG: error: argument --X: must be ..., got '...'`` with exit status
+A bad value raises :class:`argparse.ArgumentTypeError`, which :class:`OneLineParser` (the parser
+of every command) prints as ``PROG: error: argument --X: must be ..., got '...'`` with exit status
 2, saying what is allowed.
 """
 
 import argparse
 import math
 from typing import Callable
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line on stderr, ``PROG: error: MESSAGE (see
+    PROG --help)``, with exit status 2 (argparse's default prints the whole usage first)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def integer(minimum: int) -> Callable[[str], int]:

@@ -27,6 +27,7 @@ from grids.averaging import make_evaluator
 from grids.quadrature import parse_grid_spec, rotation_grid
 
 from . import checkpoint
+from .arguments import OneLineParser
 from .calculator import load_model, resolve_device
 from .data import DataError, default_dataset, read_structures
 from .model import PET
@@ -394,7 +395,7 @@ def run(args) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="pet-eval",
         description="Accuracy (MAE/RMSE of E and F) and rotational symmetry error (against a "
                     "reference grid) of a PET model.",

@@ -33,6 +33,7 @@ from ase.data import chemical_symbols
 from grids.quadrature import random_rotation
 
 from . import checkpoint
+from .arguments import OneLineParser
 from .calculator import parse_device, resolve_device, resolve_dtype
 from .compute import compute
 from .data import DataError, default_dataset, read_frames, split_indices
@@ -579,7 +580,7 @@ class Trainer:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="pet-train", description="Train PET on energies and forces (resumes OUTPUT/last.pt).",
         epilog="example: pet-train inputs/training/small.yaml --output runs/small")
     parser.add_argument("config", help="YAML file with sections model, data, training, output")
