@@ -38,7 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as stop:  # --help (0) or a usage error (2, its one line printed)
+        return stop.code
     try:
         prefix = output_prefix(args.out, args.analysis.NAME)
         result, fig, summary = args.analysis.run(args)

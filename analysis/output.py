@@ -1,7 +1,6 @@
 """Writing an analysis's results: ``PREFIX.json`` (numbers) and ``PREFIX.png`` (matplotlib, Agg)."""
 
 import json
-import os
 from pathlib import Path
 
 import matplotlib
@@ -9,6 +8,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 import numpy as np  # noqa: E402
+
+from pet import output_paths  # noqa: E402
 
 from .errors import AnalysisError  # noqa: E402
 
@@ -37,22 +38,12 @@ def figure(n_panels: int = 1, width: float = 6.0, height: float = 4.0):
 
 
 def output_prefix(text: str, default_name: str) -> Path:
-    """The prefix of ``--out text``, its folder made (before an analysis runs, so that a bad
-    ``--out`` costs nothing): ``text`` itself, or ``text/default_name`` if ``text`` is an existing
-    folder or ends in a slash. AnalysisError if ``text`` is empty or a file is in the way."""
-    if not text.strip():
-        raise AnalysisError("--out: the output prefix is empty")
-    prefix = Path(text)
-    if prefix.is_dir() or text.endswith(("/", os.sep)):
-        prefix = prefix / default_name
-    in_the_way = [folder for folder in reversed(prefix.parents) if folder.exists() and not folder.is_dir()]
-    if in_the_way:
-        raise AnalysisError(f"--out {text}: {in_the_way[0]} is a file, not a folder")
+    """:func:`pet.output_paths.output_prefix` (``text``, or ``text/default_name`` for a folder; the
+    folder made and checked writable before an analysis runs), with AnalysisError for its errors."""
     try:
-        prefix.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise AnalysisError(f"--out {text}: cannot make the folder {prefix.parent} ({error.strerror})") from None
-    return prefix
+        return output_paths.output_prefix(text, default_name)
+    except ValueError as error:
+        raise AnalysisError(str(error)) from None
 
 
 def write_outputs(prefix: Path, result: dict, fig) -> tuple:

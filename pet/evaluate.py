@@ -14,7 +14,6 @@ rounding of total energies of ~10^4 eV reaches meV, the size of the errors measu
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -33,6 +32,7 @@ from .data import DataError, default_dataset, read_structures
 from .model import PET
 from .models import default_model_path
 from .neighbors import graph_from_atoms
+from .output_paths import output_prefix
 
 ATOMS_PER_MOLECULE = 3
 SUBSETS = ("test", "validation", "train", "all")
@@ -319,20 +319,15 @@ def data_file(given: Optional[str], stored: dict) -> Path:
                     "--subset test (with --data alone every frame is evaluated, training frames too)")
 
 
-def output_files(prefix: Path) -> Tuple[Path, Path]:
-    """(PREFIX.json, PREFIX.png) for --out PREFIX, checked to be writable (the folder is created)
-    before any frame is evaluated; ValueError naming --out otherwise."""
+def output_files(text: str) -> Tuple[Path, Path]:
+    """(PREFIX.json, PREFIX.png) for ``--out text`` (PREFIX is ``text``, or ``text/pet-eval`` for a
+    folder, as in pet-analyze), the folder made and checked writable before any frame is evaluated;
+    ValueError naming --out otherwise."""
+    prefix = output_prefix(text, "pet-eval")
     json_path, png_path = (prefix.with_name(prefix.name + suffix) for suffix in (".json", ".png"))
-    try:
-        prefix.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise ValueError(f"--out {prefix}: cannot create the folder {prefix.parent}: "
-                         f"{error.strerror}") from None
     for path in (json_path, png_path):
         if path.is_dir():
-            raise ValueError(f"--out {prefix}: {path} is a directory")
-    if not os.access(prefix.parent, os.W_OK):
-        raise ValueError(f"--out {prefix}: the folder {prefix.parent} is not writable")
+            raise ValueError(f"--out {text}: {path} is a directory")
     return json_path, png_path
 
 
@@ -352,7 +347,7 @@ def run(args) -> dict:
         device = resolve_device(args.device)
     except ValueError as error:
         raise ValueError(f"--device: {error}") from None
-    outputs = output_files(Path(args.out)) if args.out else None
+    outputs = output_files(args.out) if args.out is not None else None
 
     model_path = Path(args.model) if args.model else default_model_path()
     stored = checkpoint.read(model_path)
@@ -416,7 +411,8 @@ def main(argv=None) -> int:
     parser.add_argument("--reference", default="3i", help="reference grid of the symmetry error (default: %(default)s)")
     parser.add_argument("--accuracy-grid", default="",
                         help="also the accuracy of these averaged models, e.g. 2i or 2i,3i")
-    parser.add_argument("--out", help="write PREFIX.json and PREFIX.png (the symmetry plot)")
+    parser.add_argument("--out", metavar="PREFIX", help="write PREFIX.json and PREFIX.png (the "
+                        "symmetry plot); an existing folder (or one ending in /): FOLDER/pet-eval.json and .png")
     parser.add_argument("--device", default="cpu",
                         help="torch device: cpu, cuda or cuda:N (default: %(default)s)")
     parser.add_argument("--dtype", default="float64", choices=("float32", "float64"))

@@ -40,6 +40,7 @@ from .data import DataError, default_dataset, read_frames, split_indices
 from .hypers import PETHypers
 from .model import PET
 from .neighbors import batch_graphs, graph_from_atoms
+from .output_paths import writable_folder
 from .rules import (BOOLEAN, NON_NEGATIVE_NUMBER, PATH, POSITIVE_INTEGER, POSITIVE_NUMBER, Rule,
                     as_number, choice, integer, nullable, number)
 from .schedule import OneCycle
@@ -216,15 +217,12 @@ def check_environment(config: dict) -> None:
 
 
 def make_output_directory(output) -> Path:
-    """The output directory ``output``, created if needed; ConfigError if it cannot be."""
-    output = Path(output)
-    if output.exists() and not output.is_dir():
-        raise ConfigError(f"output: {output} is a file, not a directory")
+    """The output directory ``output``, created if needed; ConfigError if it cannot be or is not
+    writable."""
     try:
-        output.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise ConfigError(f"output: cannot create the directory {output}: {error.strerror}") from None
-    return output
+        return writable_folder(Path(output).expanduser(), "output")
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
 
 
 def with_absolute_paths(config: dict) -> dict:

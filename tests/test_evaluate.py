@@ -252,10 +252,18 @@ def test_out_is_checked_before_any_frame_is_evaluated(model_with_split, tmp_path
     assert main([str(model_with_split), "--out", str(blocker / "eval")]) == 2
     err = capsys.readouterr().err
     assert "frame 1/" not in err and "pet-eval: 2 frame(s)" not in err
-    assert err.strip().splitlines()[-1].startswith(f"pet-eval: error: --out {blocker / 'eval'}: cannot create")
+    assert err.strip().splitlines()[-1] == f"pet-eval: error: --out {blocker / 'eval'}: {blocker} is a file, not a folder"
     (tmp_path / "taken.json").mkdir()
     assert main([str(model_with_split), "--out", str(tmp_path / "taken")]) == 2
     assert _error_line(capsys).endswith(f"{tmp_path / 'taken.json'} is a directory")
+
+
+def test_out_folder_gets_files_named_pet_eval_inside(model_with_split, tmp_path, capsys):
+    """--out FOLDER/ (or an existing folder) writes FOLDER/pet-eval.json and .png, as pet-analyze does."""
+    for out, folder in ((f"{tmp_path / 'new'}/", tmp_path / "new"), (str(tmp_path), tmp_path)):
+        assert main([str(model_with_split), "--grids", "raw,2", "--reference", "2", "--out", out]) == 0
+        assert (folder / "pet-eval.json").is_file() and (folder / "pet-eval.png").is_file()
+    assert not (tmp_path / "new.json").exists()
 
 
 def test_frames_selecting_nothing_name_the_subset(model_with_split, labelled_file, capsys):
