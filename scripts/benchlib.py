@@ -29,6 +29,7 @@ from ase.geometry import cell_to_cellpar, cellpar_to_cell
 from driver.protocol import ANGSTROM_PER_BOHR, EV_PER_HARTREE, SOCKETS_PREFIX
 from pet import PET, PETHypers, checkpoint
 from pet.allocator import retain_freed_memory
+from pet.arguments import OneLineParser
 from pet.calculator import load_model
 from pet.checkpoint import CheckpointError
 from pet.structures import water_box
@@ -54,7 +55,7 @@ class BenchError(Exception):
 
 def parser(description: str) -> argparse.ArgumentParser:
     """An argument parser with the options every benchmark takes."""
-    result = argparse.ArgumentParser(description=description)
+    result = OneLineParser(description=description)
     result.add_argument("--size", choices=sorted(SIZES), default="small",
                         help="random model of this size (default small, the shipped model's size)")
     result.add_argument("--model", metavar="PATH", help="a checkpoint instead of a random model")

@@ -3,17 +3,17 @@
 Usage: python scripts/demo_evaluate.py [--model PATH] [--molecules 64] [--grid 2i]
 """
 
-import argparse
 import time
 
 import numpy as np
 
+from pet.arguments import OneLineParser
 from pet.calculator import PETCalculator
 from pet.structures import water_box
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="checkpoint (default: the shipped model)")
     parser.add_argument("--molecules", type=int, default=64)
     parser.add_argument("--grid", default="2i")

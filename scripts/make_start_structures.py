@@ -16,7 +16,6 @@ The data in ``../shared/data`` (the 512-molecule box, the ice cells) is not copi
 it as ``$PET_IPI_SHARED/...``.
 """
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from ase.geometry import cell_to_cellpar
 from ase.units import _amu, _hbar
 from ipi.utils.units import unit_to_internal
 
+from pet.arguments import OneLineParser
 from pet.structures import water_box
 
 INPUTS = Path(__file__).resolve().parents[1] / "inputs"
@@ -97,7 +97,7 @@ def summary() -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="only compare with the committed files")
     args = parser.parse_args(argv)
     status = 0

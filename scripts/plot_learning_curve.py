@@ -16,7 +16,6 @@ points; force MAE in meV/Å, energy MAE in meV/atom, seconds per epoch, cumulati
 ``--out`` an existing folder (or one ending in /): FOLDER/learning-curve.png and .json.
 """
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -29,6 +28,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from analysis.errors import AnalysisError  # noqa: E402
 from analysis.output import output_prefix  # noqa: E402
 from pet import checkpoint  # noqa: E402
+from pet.arguments import OneLineParser  # noqa: E402
 
 DEFAULT_NAME = "learning-curve"
 """The file name of the outputs when --out names a folder."""
@@ -102,7 +102,7 @@ def plot(points, path: Path, compare: bool = False) -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT",
                         help="pet-train checkpoints, stage by stage (or runs, with --compare)")
     parser.add_argument("--compare", action="store_true",

@@ -7,7 +7,6 @@ solution of Σ_s n_s Δb_s = E_DFT - E_model over the first ``--frames`` trainin
 trained mostly on forces gets its energy zero right. The shift is recorded in the metadata.
 """
 
-import argparse
 import sys
 
 import numpy as np
@@ -15,7 +14,7 @@ import torch
 from ase.data import chemical_symbols
 
 from pet import checkpoint
-from pet.arguments import positive_int
+from pet.arguments import OneLineParser, positive_int
 from pet.compute import compute
 from pet.data import DataError, read_frames
 from pet.neighbors import graph_from_atoms
@@ -52,7 +51,7 @@ def refit(stored: dict, n_frames: int):
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("source", help="the trained checkpoint")
     parser.add_argument("target", help="where the refitted checkpoint goes")
     parser.add_argument("--frames", type=positive_int, default=300, help="training frames to fit on (default 300)")
