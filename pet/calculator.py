@@ -68,7 +68,8 @@ class PETCalculator(Calculator):
     ``grid``: None (raw) or a rotation grid such as "2i" (the rotation average);
     ``random_rotation``: evaluate on one random rotation per call instead (seed ``seed``);
     ``chunk_size``: the most rotated copies per forward pass (memory bound);
-    ``skin`` (Å): the neighbour-list skin (:class:`pet.verlet.VerletGraphs`; 0: a new list per call).
+    ``skin`` (Å): the neighbour-list skin (:class:`pet.verlet.VerletGraphs`; 0: a new list per call,
+    at most :data:`pet.verlet.MAX_SKIN`).
     Results: ``energy``/``free_energy`` (eV), ``energies`` (eV per atom), ``forces`` (eV/Å),
     ``stress`` (eV/Å³, Voigt, symmetrised; periodic cells only) and ``virial`` (eV, the full
     3×3 -∂E/∂ε, not symmetric for a non-invariant model).

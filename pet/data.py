@@ -12,11 +12,16 @@ SinglePointCalculator. Two sources:
 
 :func:`read_structures` also reads unlabelled structures: any ASE-readable file, and i-PI's own
 xyz trajectories (a ``# CELL(abcABC): ...`` comment line, units in the comment), read with i-PI's
-reader so that the cell and the units are right.
+reader so that the cell and the units are right; an i-PI trajectory must hold positions (not
+forces or velocities). :func:`check_frame` checks that a frame is a structure: finite positions
+and cell within :data:`pet.neighbors.MAX_COORDINATE` of the origin, no two atoms closer than
+:data:`pet.neighbors.OVERLAP_DISTANCE` (every frame of :func:`read_frames`; pet-eval checks the
+frames it evaluates).
 """
 
 import gzip
 import os
+import re
 import shutil
 import warnings
 import urllib.error
@@ -31,6 +36,9 @@ from ase.io import read, write
 from ase.io.extxyz import key_val_str_to_dict
 from ase.units import Bohr, Hartree
 
+from .models import environment_path
+from .neighbors import OVERLAP_DISTANCE, check_structure, closest_pair
+
 FULL_DATASET_URL = (
     "https://raw.githubusercontent.com/BingqingCheng/"
     "neural-network-potential-for-water-revPBE0-D3/master/training-set/dataset_1593.xyz"
@@ -38,16 +46,32 @@ FULL_DATASET_URL = (
 FULL_DATASET_NAME = "water-revpbe0-1593.xyz.gz"
 SHARED_DATASET = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "water-revpbe0-1396.xyz.gz"
 
+IPI_STRUCTURES = ("positions", "x_centroid")
+"""i-PI trajectory quantities that are structures (positions; the ring polymers' centroids)."""
+
+IPI_QUANTITY = re.compile(r"(\w+)\{[^}]*\}")
+"""A quantity and its units in an i-PI comment line, e.g. ``forces{atomic_unit}``."""
+
 
 class DataError(ValueError):
     """A data file that is missing, unreadable or lacks energies and forces."""
 
 
+def _environment_path(name: str, what: str) -> Optional[Path]:
+    """:func:`pet.models.environment_path` with a DataError for a set but empty variable."""
+    try:
+        return environment_path(name, what)
+    except ValueError as error:
+        raise DataError(str(error)) from None
+
+
 def cache_dir() -> Path:
-    """$PET_IPI_CACHE, else $XDG_CACHE_HOME/pet-ipi, else ~/.cache/pet-ipi."""
-    if "PET_IPI_CACHE" in os.environ:
-        return Path(os.environ["PET_IPI_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pet-ipi"
+    """$PET_IPI_CACHE, else $XDG_CACHE_HOME/pet-ipi (an empty one is ignored, as the XDG
+    specification says), else ~/.cache/pet-ipi; DataError if $PET_IPI_CACHE is set but empty."""
+    cache = _environment_path("PET_IPI_CACHE", "a folder")
+    if cache is not None:
+        return cache
+    return Path(os.environ.get("XDG_CACHE_HOME", "").strip() or Path.home() / ".cache") / "pet-ipi"
 
 
 def _labelled(atoms: Atoms, energy: float, forces: np.ndarray) -> Atoms:
@@ -100,9 +124,22 @@ def is_ipi_xyz(path) -> bool:
         return "CELL(" in handle.readline()
 
 
+def check_ipi_quantity(comment: str, path) -> None:
+    """DataError unless the i-PI ``comment`` line of ``path`` names a structure trajectory
+    (:data:`IPI_STRUCTURES`, or no quantity: i-PI then reads positions), not e.g. forces."""
+    quantities = [name for name in IPI_QUANTITY.findall(comment) if name != "cell"]
+    if quantities and quantities[0] not in IPI_STRUCTURES:
+        raise DataError(f"{path} is an i-PI trajectory of {quantities[0]}, not of positions: give "
+                        "the positions trajectory (e.g. simulation.pos_0.xyz)")
+
+
 def read_ipi_xyz(path) -> List[Atoms]:
-    """Every frame of an i-PI xyz trajectory: positions in Å, the cell as ASE has it (rows =
-    lattice vectors), periodic."""
+    """Every frame of an i-PI xyz trajectory of positions: in Å, the cell as ASE has it (rows =
+    lattice vectors), periodic; a cell with a zero lattice vector (i-PI's ``CELL(abcABC): 0 0 0
+    ...``, no cell) gives open boundaries."""
+    with open(path) as handle:
+        handle.readline()
+        check_ipi_quantity(handle.readline(), path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from ipi.utils.io import iter_file
@@ -113,14 +150,34 @@ def read_ipi_xyz(path) -> List[Atoms]:
             for frame in iter_file("xyz", handle, dimension="length"):
                 positions = unit_to_user("length", "angstrom", frame["atoms"].q.reshape(-1, 3))
                 cell = unit_to_user("length", "angstrom", frame["cell"].h.T)
-                frames.append(Atoms(frame["atoms"].names, positions=positions, cell=cell, pbc=True))
+                periodic = not np.any(np.all(cell == 0, axis=1))  # i-PI reads abc = 0 with NaNs
+                frames.append(Atoms(frame["atoms"].names, positions=positions,
+                                    cell=cell if periodic else None, pbc=periodic))
     return frames
+
+
+def check_frame(atoms: Atoms, where: str) -> None:
+    """DataError unless ``atoms`` is a structure PET can evaluate (``where``: "FILE: frame K" for
+    the message): finite positions and cell, within :data:`pet.neighbors.MAX_COORDINATE` Å of the
+    origin, no two atoms closer than :data:`pet.neighbors.OVERLAP_DISTANCE` Å (periodic images
+    included)."""
+    cell = np.asarray(atoms.cell)
+    try:
+        check_structure(atoms.numbers, atoms.positions, cell)
+        pair = closest_pair(atoms.positions, cell, atoms.pbc)
+    except ValueError as error:
+        raise DataError(f"{where}: {error}") from None
+    if pair is not None:
+        i, j, distance = pair
+        raise DataError(f"{where}: atoms {i} and {j} overlap ({distance:.3f} Å apart, less than "
+                        f"{OVERLAP_DISTANCE} Å): not a structure (one that blew up, or not in Å?)")
 
 
 def read_structures(path) -> List[Atoms]:
     """Every frame of an ASE-readable file in Å/eV or of an i-PI xyz trajectory, labelled or not:
     an energy (eV) and forces (eV/Å) stored in the file are attached as a SinglePointCalculator,
-    as far as they exist."""
+    as far as they exist. DataError for an i-PI trajectory of another quantity than positions
+    (the frames are not checked: see :func:`check_frame`)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"no data file at {path}")
@@ -138,6 +195,7 @@ def read_structures(path) -> List[Atoms]:
     frames = frames if isinstance(frames, list) else [frames]
     if not frames:
         raise DataError(f"{path} holds no frames")
+    check_ipi_quantity(str(frames[0].info.get("ipi_comment", "")), path)  # i-PI's extxyz ("ase")
     return frames
 
 
@@ -148,9 +206,12 @@ def missing_labels(atoms: Atoms) -> List[str]:
 
 
 def read_frames(path) -> List[Atoms]:
-    """Labelled frames (energy in eV, forces in eV/Å) from an ASE-readable file in Å/eV."""
+    """Labelled frames (energy in eV, forces in eV/Å) from an ASE-readable file in Å/eV; DataError
+    naming the file and the frame (counted from 0) for one that is not a structure
+    (:func:`check_frame`) or lacks a label."""
     labelled = []
     for number, atoms in enumerate(read_structures(path)):
+        check_frame(atoms, f"{path}: frame {number}")
         missing = missing_labels(atoms)
         if missing:
             raise DataError(f"{path}: frame {number} has no {' and no '.join(missing)} "
@@ -200,11 +261,17 @@ def download_full_dataset(url: str = FULL_DATASET_URL, cache: Optional[Path] = N
     return target
 
 
+def environment_dataset() -> Optional[Path]:
+    """$PET_IPI_DATA (``~`` expanded), None if it is not set; DataError if it is set but empty."""
+    return _environment_path("PET_IPI_DATA", "a data file")
+
+
 def default_dataset() -> Path:
     """The data set commands use by default: $PET_IPI_DATA, the 1396-frame file in ../shared/data
     next to this checkout, or the full set in the cache (downloaded if needed)."""
-    if "PET_IPI_DATA" in os.environ:
-        return Path(os.environ["PET_IPI_DATA"])
+    chosen = environment_dataset()
+    if chosen is not None:
+        return chosen
     if SHARED_DATASET.is_file():
         return SHARED_DATASET
     return download_full_dataset()

@@ -26,9 +26,9 @@ from grids.averaging import make_evaluator
 from grids.quadrature import parse_grid_spec, rotation_grid
 
 from . import checkpoint
-from .arguments import OneLineParser
+from .arguments import OneLineParser, positive_int
 from .calculator import load_model, resolve_device
-from .data import DataError, default_dataset, read_structures
+from .data import DataError, check_frame, default_dataset, read_structures
 from .model import PET
 from .models import default_model_path
 from .neighbors import graph_from_atoms
@@ -305,7 +305,7 @@ def data_file(given: Optional[str], stored: dict) -> Path:
     default data set and the recorded file is not here). DataError when the recorded file of
     other data is not found: indices of one file must not be applied to another."""
     if given:
-        return Path(given)
+        return Path(given).expanduser()
     recorded = (stored.get("split") or {}).get("path")
     if not recorded:
         return default_dataset()
@@ -317,6 +317,17 @@ def data_file(given: Optional[str], stored: dict) -> Path:
     raise DataError(f"the checkpoint's data file {recorded} is not found (moved, or a relative "
                     "path from another directory): pass the data file with --data FILE "
                     "--subset test (with --data alone every frame is evaluated, training frames too)")
+
+
+def default_subset(given: Optional[str], split: dict) -> str:
+    """The frames evaluated without --subset: the test frames of the checkpoint's ``split``
+    without --data (``given``) or when --data is the very file the split records (the same
+    resolved path); every frame of any other file."""
+    if not given:
+        return "test"
+    recorded = split.get("path")
+    same = recorded is not None and Path(given).expanduser().resolve() == Path(recorded).resolve()
+    return "test" if same else "all"
 
 
 def output_files(text: str) -> Tuple[Path, Path]:
@@ -338,10 +349,6 @@ def run(args) -> dict:
     accuracy = ["raw"] + [m for m in parse_modes(args.accuracy_grid) if m != "raw"]
     if grids:
         parse_grid_spec(args.reference)
-    if args.max_frames is not None and args.max_frames < 1:
-        raise ValueError(f"--max-frames must be at least 1, got {args.max_frames}")
-    if args.chunk_size is not None and args.chunk_size < 1:
-        raise ValueError(f"--chunk-size must be at least 1, got {args.chunk_size}")
     frame_slice = parse_frame_slice(args.frames)
     try:
         device = resolve_device(args.device)
@@ -353,7 +360,7 @@ def run(args) -> dict:
     stored = checkpoint.read(model_path)
     split = stored.get("split") or {}
     model = load_model(checkpoint.model_from_dict(stored, f"checkpoint {model_path}"), device, args.dtype)
-    subset = args.subset or ("all" if args.data else "test")
+    subset = args.subset or default_subset(args.data, split)
     if subset != "all" and not split:
         raise DataError(f"{model_path} records no data split: use --subset all (with --data FILE)")
     data = data_file(args.data, stored)
@@ -363,6 +370,8 @@ def run(args) -> dict:
     indices = select_frames(len(structures), split, subset, args.max_frames, str(data), frame_slice,
                             whole_file)
     structures = [structures[i] for i in indices]
+    for index, atoms in zip(indices, structures):
+        check_frame(atoms, f"{data}: frame {index}")
     check_species(model, structures)
     n_labelled = sum(any(x is not None for x in labels(a)) for a in structures)
     if len(accuracy) > 1 and n_labelled == 0:
@@ -370,7 +379,7 @@ def run(args) -> dict:
                         f"of {args.accuracy_grid}")
 
     modes = list(dict.fromkeys(accuracy + grids + ([args.reference] if grids else [])))
-    print(f"pet-eval: {len(structures)} frame(s) of {data}, modes {', '.join(modes)} "
+    print(f"pet-eval: {len(structures)} frame(s) ({subset}) of {data}, modes {', '.join(modes)} "
           f"({sum(n_rotations(m) for m in modes)} evaluations per frame)", file=sys.stderr, flush=True)
     report = {"model": str(model_path), "data": str(data), "subset": subset,
               "n_frames": len(structures), "frame_indices": indices,
@@ -397,26 +406,33 @@ def main(argv=None) -> int:
         epilog="examples: pet-eval runs/small/best.pt;  pet-eval --data trajectory.xyz --grids raw,2i "
                "--out symmetry-md")
     parser.add_argument("model", nargs="?", help="checkpoint (default: $PET_IPI_MODEL or the shipped model)")
-    parser.add_argument("--data", help="any ASE-readable file or i-PI xyz trajectory (default: the file "
-                        "the checkpoint's split records, an error if it is not found unless the model "
-                        "was trained on the default data set; else pet.data's default data set)")
+    parser.add_argument("--data", help="any ASE-readable file or i-PI xyz trajectory of positions "
+                        "(default: the file the checkpoint's split records, an error if it is not found "
+                        "unless the model was trained on the default data set, which is then used; "
+                        "no recorded file: the default data set, $PET_IPI_DATA if set)")
     parser.add_argument("--subset", choices=SUBSETS, help="frames of the checkpoint's split to "
-                        "evaluate (default: test without --data, all with --data)")
+                        "evaluate (default: test without --data or when --data is the file the "
+                        "split records, else all)")
     parser.add_argument("--frames", metavar="START:STOP:STEP",
                         help="a slice of the selected frames, e.g. 100::50 for every 50th from frame 100 "
                              "of a trajectory (default: all)")
-    parser.add_argument("--max-frames", type=int, help="evaluate at most this many frames (after --frames)")
+    parser.add_argument("--max-frames", type=positive_int, metavar="N",
+                        help="evaluate at most this many frames (after --frames)")
     parser.add_argument("--grids", default="raw,1,2,2i,3,3i",
                         help="modes whose symmetry error is computed, 'none' for none (default: %(default)s)")
     parser.add_argument("--reference", default="3i", help="reference grid of the symmetry error (default: %(default)s)")
     parser.add_argument("--accuracy-grid", default="",
-                        help="also the accuracy of these averaged models, e.g. 2i or 2i,3i")
+                        help="also the accuracy of these averaged models, e.g. 2i or 2i,3i (the raw "
+                             "model's accuracy is always computed)")
     parser.add_argument("--out", metavar="PREFIX", help="write PREFIX.json and PREFIX.png (the "
                         "symmetry plot); an existing folder (or one ending in /): FOLDER/pet-eval.json and .png")
     parser.add_argument("--device", default="cpu",
                         help="torch device: cpu, cuda or cuda:N (default: %(default)s)")
-    parser.add_argument("--dtype", default="float64", choices=("float32", "float64"))
-    parser.add_argument("--chunk-size", type=int, help="most rotated copies per forward pass")
+    parser.add_argument("--dtype", default="float64", choices=("float32", "float64"),
+                        help="floating-point precision of the model (default: %(default)s; float32 "
+                             "rounds energies of ~10^4 eV by ~1 meV)")
+    parser.add_argument("--chunk-size", type=positive_int, metavar="K",
+                        help="most rotated copies per forward pass (default: automatic)")
     args = parser.parse_args(argv)
     try:
         report = run(args)

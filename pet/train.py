@@ -36,7 +36,7 @@ from . import checkpoint
 from .arguments import OneLineParser
 from .calculator import parse_device, resolve_device, resolve_dtype
 from .compute import compute
-from .data import DataError, default_dataset, read_frames, split_indices
+from .data import DataError, default_dataset, environment_dataset, read_frames, split_indices
 from .hypers import PETHypers
 from .model import PET
 from .neighbors import batch_graphs, graph_from_atoms
@@ -74,6 +74,28 @@ RESUME_STATE = ("optimizer", "scheduler", "rng", "torch_rng", "since_best")
 
 class ConfigError(ValueError):
     """An invalid training configuration."""
+
+
+class DuplicateKey(yaml.YAMLError):
+    """A key that one YAML mapping gives twice (PyYAML would keep the last silently)."""
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader that refuses a mapping with a repeated key (:class:`DuplicateKey`)."""
+
+    def construct_mapping(self, node, deep=False):
+        first_line = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            try:
+                if key in first_line:
+                    raise DuplicateKey(f"'{key}' is given twice in one mapping (lines {first_line[key]} "
+                                       f"and {line}; only the last would count): give it once")
+            except TypeError:  # an unhashable key: the safe loader's own error follows
+                continue
+            first_line[key] = line
+        return super().construct_mapping(node, deep)
 
 
 def _split_fractions(value) -> list:
@@ -122,47 +144,87 @@ TRAINING_RULES = {
 SECTION_RULES = {"model": MODEL_RULES, "data": DATA_RULES, "training": TRAINING_RULES}
 
 
+INPUT_PATHS = (("data", "path"), ("training", "init_from"))
+"""Config keys naming files to read: a relative path is taken from the config file's folder."""
+
+
 def load_config(path, output: Optional[str] = None) -> dict:
-    """The YAML config at ``path`` merged over :data:`DEFAULTS` and checked (:func:`merge_config`);
-    ``output`` (pet-train's --output) replaces its output directory."""
+    """The YAML config at ``path`` merged over :data:`DEFAULTS` and checked (:func:`merge_config`),
+    relative :data:`INPUT_PATHS` taken from the config file's folder; ``output`` (pet-train's
+    --output) replaces its output directory. ConfigError naming the file if it is not UTF-8 text,
+    not valid YAML, repeats a key (:class:`UniqueKeyLoader`) or is empty (only comments)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"no config file at {path}")
     try:
-        user = yaml.safe_load(path.read_text()) or {}
+        user = yaml.load(path.read_text(encoding="utf-8"), Loader=UniqueKeyLoader)
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path} is not a text (YAML) file: byte {error.start} is not UTF-8") from None
+    except DuplicateKey as error:
+        raise ConfigError(f"{path}: {error}") from None
     except yaml.YAMLError as error:
         raise ConfigError(f"{path} is not valid YAML: {' '.join(str(error).split())}") from None
-    return merge_config(user, source=str(path), output=output)
+    if user is None:
+        raise ConfigError(f"{path} is empty (no keys, only comments or blank lines): give at least "
+                          "the keys that differ from the defaults, e.g. 'output: runs/NAME' (the "
+                          "defaults alone train the paper's large model)")
+    return merge_config(user, source=str(path), output=output, folder=path.parent)
 
 
-def merge_config(user: dict, source: str = "config", output: Optional[str] = None) -> dict:
+def merge_config(user: dict, source: str = "config", output: Optional[str] = None,
+                 folder: Optional[Path] = None) -> dict:
     """``user`` (a config as read from YAML) merged over :data:`DEFAULTS`, every key checked
     against :data:`SECTION_RULES`: an unknown key or a value of the wrong type or range is a
     one-line :class:`ConfigError` that names it and says what it allows. Numbers written as 1e-3
-    (strings to PyYAML) are read as numbers. ``output`` (--output) replaces the config's output.
-    Nothing is read from disk here (see :func:`check_environment`)."""
+    (strings to PyYAML) are read as numbers. ``~`` is expanded in every path; a relative
+    :data:`INPUT_PATHS` value is taken from ``folder`` (the config file's; None: the current
+    directory), the output directory from the current directory. ``output`` (--output) replaces
+    the config's output. Nothing is read from disk here (see :func:`check_environment`)."""
     _check_sections(user, source)
     config = {"model": dict(user.get("model") or {})}
     for section in ("data", "training"):
         config[section] = {**DEFAULTS[section], **(user.get(section) or {})}
     for section in SECTION_RULES:
         config[section] = _checked_section(config[section], section, source)
-    config["output"] = _checked_output(output or user.get("output", DEFAULTS["output"]), source,
-                                       from_option=bool(output))
+    for section, key in INPUT_PATHS:
+        config[section][key] = _located(config[section][key], folder)
+    config["output"] = str(Path(_checked_output(output or user.get("output", DEFAULTS["output"]), source,
+                                                from_option=bool(output))).expanduser())
     try:
         PETHypers.from_dict(config["model"])
     except (TypeError, ValueError) as error:
         raise ConfigError(f"{source}: model: {error}") from None
-    if config["training"]["energy_weight"] == config["training"]["force_weight"] == 0:
-        raise ConfigError(f"{source}: training: energy_weight and force_weight are both 0: nothing to fit")
+    _check_training(config["training"], source)
     return config
+
+
+def _located(path: Optional[str], folder: Optional[Path]) -> Optional[str]:
+    """``path`` with ``~`` expanded and, if relative, taken from ``folder`` (made absolute);
+    as it is if None or ``folder`` is None (relative to the current directory)."""
+    if path is None:
+        return None
+    expanded = Path(path).expanduser()
+    if folder is None or expanded.is_absolute():
+        return str(expanded)
+    return str((folder / expanded).resolve())
+
+
+def _check_training(training: dict, source: str) -> None:
+    """ConfigError for training keys that contradict each other."""
+    if training["energy_weight"] == training["force_weight"] == 0:
+        raise ConfigError(f"{source}: training: energy_weight and force_weight are both 0: nothing to fit")
+    if training["force_only_epochs"] >= training["epochs"]:
+        raise ConfigError(f"{source}: training: force_only_epochs must be smaller than epochs "
+                          f"({training['epochs']}): the energy term would never be trained, got "
+                          f"{training['force_only_epochs']} (to fit forces alone: energy_weight 0 "
+                          "and force_only_epochs 0)")
 
 
 def _check_sections(user, source: str) -> None:
     """ConfigError unless ``user`` is a mapping of known sections, each a mapping (or empty)."""
     if not isinstance(user, dict):
         raise ConfigError(f"{source}: the top level must be a mapping")
-    unknown = sorted(set(user) - set(DEFAULTS))
+    unknown = sorted(set(user) - set(DEFAULTS), key=str)
     if unknown:
         raise ConfigError(f"{source}: unknown section(s) {unknown}; known: {sorted(DEFAULTS)}")
     for section in SECTION_RULES:
@@ -175,7 +237,7 @@ def _checked_section(values: dict, section: str, source: str) -> dict:
     """``values`` of ``section`` with every key checked and converted by its rule
     (:data:`SECTION_RULES`); ConfigError at the first unknown key or bad value."""
     rules = SECTION_RULES[section]
-    unknown = sorted(set(values) - set(rules))
+    unknown = sorted(set(values) - set(rules), key=str)
     if unknown:
         raise ConfigError(f"{source}: unknown key(s) {unknown} in '{section}'; known: {sorted(rules)}")
     checked = {}
@@ -203,10 +265,15 @@ def _checked_output(value, source: str, from_option: bool) -> str:
 
 def check_environment(config: dict) -> None:
     """ConfigError unless the files ``config`` names exist and its device is there: the data file
-    (unless null), the ``init_from`` checkpoint, the CUDA device. Checked before any data is read."""
+    (null: $PET_IPI_DATA, if set), the ``init_from`` checkpoint, the CUDA device. Checked before
+    any data is read."""
     data = config["data"]["path"]
     if data is not None and not Path(data).is_file():
         raise ConfigError(f"data: path: no data file at {data}")
+    if data is None:
+        chosen = environment_dataset()
+        if chosen is not None and not chosen.is_file():
+            raise ConfigError(f"data: path is null and PET_IPI_DATA names no data file: {chosen}")
     start = config["training"]["init_from"]
     if start is not None and not Path(start).is_file():
         raise ConfigError(f"training: init_from: no checkpoint file at {start}")
@@ -371,7 +438,7 @@ class Trainer:
         check_environment(config)
         self.config = config
         train = config["training"]
-        self.output = Path(config["output"])
+        self.output = make_output_directory(config["output"])
         last = self.output / "last.pt"
         resumed = self._resumable(last) if last.is_file() and not restart else None
         self.device = train["device"]
@@ -517,7 +584,6 @@ class Trainer:
 
     def run(self) -> dict:
         train = self.config["training"]
-        make_output_directory(self.output)
         started = time.time()
         log.info("model: %s, %d parameters; σ_E %.4f eV/atom, σ_F %.4f eV/Å",
                  self.hypers.to_dict(), sum(p.numel() for p in self.model.parameters()),
@@ -577,21 +643,36 @@ class Trainer:
         return {"epoch": self.epoch, "best_validation_force_mae": self.best}
 
 
+@contextlib.contextmanager
+def logging_to(log_file: Path):
+    """Log lines (INFO and up, timed) on stdout and into ``log_file`` inside the block, and no
+    more after it. The file is opened at the first line logged: a Trainer that stops at its
+    checks (:func:`check_environment`, the output folder, last.pt) writes none."""
+    handlers = [logging.StreamHandler(sys.stdout), logging.FileHandler(log_file, delay=True)]
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", handlers=handlers, force=True)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            logging.root.removeHandler(handler)
+            handler.close()
+
+
 def main(argv=None) -> int:
     parser = OneLineParser(
         prog="pet-train", description="Train PET on energies and forces (resumes OUTPUT/last.pt).",
         epilog="example: pet-train inputs/training/small.yaml --output runs/small")
-    parser.add_argument("config", help="YAML file with sections model, data, training, output")
+    parser.add_argument("config", help="YAML file with sections model, data, training, output (a "
+                        "relative data: path or training: init_from is taken from the file's folder, "
+                        "the output from the current directory)")
     parser.add_argument("--output", help="output directory (overrides the config's 'output')")
     parser.add_argument("--restart", action="store_true", help="ignore OUTPUT/last.pt and start over")
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config, output=args.output)
-        check_environment(config)
-        output = make_output_directory(config["output"])
-        handlers = [logging.StreamHandler(sys.stdout), logging.FileHandler(output / "train.log")]
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", handlers=handlers, force=True)
-        result = Trainer(config, restart=args.restart).run()
+        with logging_to(Path(config["output"]) / "train.log"):
+            trainer = Trainer(config, restart=args.restart)
+            result = trainer.run()
     except (ConfigError, DataError, checkpoint.CheckpointError, ValueError) as error:
         print(f"pet-train: error: {error}", file=sys.stderr)
         return 2
@@ -599,7 +680,7 @@ def main(argv=None) -> int:
         print("pet-train: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
     print(f"done: {result['epoch']} epochs, best validation force MAE "
-          f"{result['best_validation_force_mae']:.2f} meV/Å; model in {output / 'best.pt'}")
+          f"{result['best_validation_force_mae']:.2f} meV/Å; model in {trainer.output / 'best.pt'}")
     return 0
 
 

@@ -15,18 +15,23 @@ import numpy as np
 
 from .neighbors import Edges, Graph, assemble_graph, build_graph, check_structures, concatenated, find_edges
 
+MAX_SKIN = 10.0
+"""The largest neighbour-list skin (Å): a larger one only makes the neighbour list slower."""
+
 
 class VerletGraphs:
     """``graph(numbers, positions, cells, pbcs)`` (arguments as in :func:`pet.neighbors.build_graph`)
     through a neighbour list with a ``skin`` (Å) beyond ``cutoff`` (Å), rebuilt only when needed.
 
-    ``skin`` 0: a new neighbour list at every call. ``rebuilds`` counts the lists built,
-    ``calls`` the graphs returned. Safe to call from several threads (one at a time).
+    ``skin`` 0: a new neighbour list at every call; at most :data:`MAX_SKIN`. ``rebuilds``
+    counts the lists built, ``calls`` the graphs returned. Safe to call from several threads (one
+    at a time).
     """
 
     def __init__(self, cutoff: float, skin: float = 0.5):
-        if not skin >= 0:  # NaN too
-            raise ValueError(f"the neighbour-list skin must be >= 0 Å, got {skin}")
+        if not 0 <= skin <= MAX_SKIN:  # NaN too
+            raise ValueError(f"the neighbour-list skin must be >= 0 Å and <= {MAX_SKIN:g} Å (a larger "
+                             f"skin only slows the neighbour list), got {skin}")
         self.cutoff, self.skin = float(cutoff), float(skin)
         self.rebuilds = self.calls = 0
         self._key: Optional[bytes] = None

@@ -92,6 +92,8 @@ def test_conflicting_or_bad_options_are_rejected(tiny_model):
             PETCalculator(tiny_model, device="cuda")
     with pytest.raises(ValueError, match="device must be cpu, cuda or cuda:N, got 'gpu'"):
         PETCalculator(tiny_model, device="gpu")
+    with pytest.raises(ValueError, match="skin must be >= 0 Å and <= 10 Å"):
+        PETCalculator(tiny_model, skin=12.0)
 
 
 def test_device_names_are_checked():
@@ -149,3 +151,11 @@ def test_default_model_comes_from_pet_ipi_model(tiny_checkpoint, tiny_model, wat
     )
     loaded = load_model(None, dtype="float64")
     assert loaded.species == [1, 8]
+
+
+def test_an_empty_pet_ipi_model_is_an_error_naming_it(monkeypatch):
+    """PET_IPI_MODEL= (or blanks) would be the current directory: an error naming the variable."""
+    for value in ("", "   "):
+        monkeypatch.setenv("PET_IPI_MODEL", value)
+        with pytest.raises(ValueError, match="^PET_IPI_MODEL is set but empty: unset it or give a checkpoint path$"):
+            PETCalculator()

@@ -1,11 +1,16 @@
 """pet.data: reading the shared data set, splitting, the original format's units, download and cache."""
 
 import gzip
+import re
+import time
 from io import StringIO
 
 import numpy as np
 import pytest
+from ase import Atoms
+from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import read
+from ase.io import write as ase_write
 from ase.units import Bohr, Hartree
 
 from pet import data
@@ -176,3 +181,80 @@ def test_default_dataset_follows_environment(tmp_path, monkeypatch, data_dir):
     assert data.default_dataset() == tmp_path / "mine.xyz"
     monkeypatch.delenv("PET_IPI_DATA")
     assert data.default_dataset() == data_dir / DATASET
+
+
+@pytest.mark.parametrize("name, what", [("PET_IPI_DATA", "a data file"), ("PET_IPI_CACHE", "a folder")])
+def test_empty_environment_variables_are_errors_naming_them(monkeypatch, name, what):
+    """An empty (or blank) value would be the current directory: an error naming the variable."""
+    for value in ("", " "):
+        monkeypatch.setenv(name, value)
+        with pytest.raises(DataError) as error:
+            data.default_dataset() if name == "PET_IPI_DATA" else data.cache_dir()
+        assert str(error.value) == f"{name} is set but empty: unset it or give {what}"
+
+
+def test_environment_paths_expand_the_home_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("PET_IPI_DATA", "~/mine.xyz")
+    monkeypatch.setenv("PET_IPI_CACHE", "~/cache")
+    assert data.default_dataset() == tmp_path / "mine.xyz" and data.cache_dir() == tmp_path / "cache"
+    monkeypatch.delenv("PET_IPI_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", "")  # the XDG specification: empty means unset
+    assert data.cache_dir() == tmp_path / ".cache" / "pet-ipi"
+
+
+def _frames_file(tmp_path, *frames):
+    path = tmp_path / "frames.xyz"
+    ase_write(path, list(frames), format="extxyz")
+    return path
+
+
+WATER = [[0.0, 0.0, 0.0], [0.757, 0.586, 0.0], [-0.757, 0.586, 0.0]]
+
+
+@pytest.mark.parametrize("atoms, message", [
+    (Atoms("OH2", positions=[[0, 0, 0], [0.1, 0, 0], [1, 0, 0]]),
+     "frame 1: atoms 0 and 1 overlap (0.100 Å apart, less than 0.3 Å)"),
+    (Atoms("OH2", positions=[[0.05, 5, 5], [5, 5, 5], [9.9, 5, 5]], cell=[10, 10, 10], pbc=True),
+     "frame 1: atoms 0 and 2 overlap (0.150 Å apart, less than 0.3 Å)"),  # across the boundary
+    (Atoms("OH2", positions=WATER, cell=[0.2, 10, 10], pbc=True), "frame 1: atoms "),
+    (Atoms("OH2", positions=[[0, 0, 0], [0.96, 0, 0], [-3e4, 0, 0]]),
+     "frame 1: a coordinate is 3e+04 Å, more than 10000 Å from 0 (a structure that blew up, or not in Å?)"),
+    (Atoms("OH2", positions=WATER, cell=[2e5, 10, 10], pbc=True),
+     "frame 1: a cell vector component is 2e+05 Å, more than 10000 Å from 0"),
+])
+def test_frames_that_are_not_structures_are_refused(tmp_path, atoms, message):
+    good = Atoms("OH2", positions=WATER)
+    for frame in (good, atoms):
+        frame.calc = SinglePointCalculator(frame, energy=-470.0, forces=np.zeros((3, 3)))
+    path = _frames_file(tmp_path, good, atoms)
+    with pytest.raises(DataError) as error:
+        read_frames(path)
+    assert str(error.value).startswith(f"{path}: {message}")
+    first, second = data.read_structures(path)  # read as they are: pet-eval checks those it evaluates
+    data.check_frame(first, "first")
+    with pytest.raises(DataError, match="^second: " + re.escape(message[len("frame 1: "):])):
+        data.check_frame(second, "second")
+
+
+def test_ipi_trajectory_kind_and_a_missing_cell(tmp_path):
+    """An i-PI trajectory of forces is not a structure; one without a cell (CELL(abcABC): 0 ...,
+    which i-PI reads with NaNs) has open boundaries."""
+    comment = "# CELL(abcABC): 0.0 0.0 0.0 0.0 0.0 0.0  Step: 0  Bead: 0 {}{{angstrom}}  cell{{angstrom}}\n"
+    body = "".join(f"{s} {x} {y} {z}\n" for s, (x, y, z) in zip("OHH", WATER))
+    forces = tmp_path / "simulation.for_0.xyz"
+    forces.write_text("3\n" + comment.format("forces") + body)
+    with pytest.raises(DataError, match="is an i-PI trajectory of forces, not of positions"):
+        data.read_structures(forces)
+    positions = tmp_path / "simulation.pos_0.xyz"
+    positions.write_text("3\n" + comment.format("positions") + body)
+    (atoms,) = data.read_structures(positions)
+    assert not atoms.pbc.any() and not np.any(atoms.cell[:])
+    np.testing.assert_allclose(atoms.positions, WATER, atol=1e-10)
+
+
+def test_reading_the_shared_data_set_stays_fast(data_dir):
+    """The checks of every frame (a neighbour search) cost little beside the parsing."""
+    start = time.perf_counter()
+    frames = read_frames(data_dir / DATASET)
+    assert len(frames) == 1396 and time.perf_counter() - start < 15

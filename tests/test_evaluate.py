@@ -143,7 +143,6 @@ def test_cli_errors(tmp_path, tiny_checkpoint, labelled_file, data_dir, capsys):
         ([str(tiny_checkpoint), "--data", molecule, "--accuracy-grid", "2i"], "no frame carries energies"),
         ([str(tiny_checkpoint), "--data", molecule, "--grids", "raw,2x"], "bad rotation grid"),
         ([str(tiny_checkpoint), "--data", molecule, "--reference", "0"], "bad rotation grid"),
-        ([str(tiny_checkpoint), "--data", molecule, "--max-frames", "0"], "--max-frames"),
         ([str(tiny_checkpoint), "--data", molecule, "--frames", "1:x"], "--frames"),
         ([str(tiny_checkpoint), "--data", molecule, "--frames", "5:"], "--frames selects no frame"),
         ([str(tiny_checkpoint), "--data", str(labelled_file), "--subset", "test"], "records no data split"),
@@ -160,6 +159,17 @@ def test_cli_errors(tmp_path, tiny_checkpoint, labelled_file, data_dir, capsys):
     assert main([str(tiny_checkpoint), "--data", str(methane)]) == 2
     line = _error_line(capsys)
     assert "knows only H, O" in line and "C" in line
+
+
+@pytest.mark.parametrize("option, value", [("--max-frames", "0"), ("--max-frames", "1e3"),
+                                           ("--chunk-size", "0"), ("--chunk-size", "two")])
+def test_counts_are_checked_when_the_command_line_is_parsed(tiny_checkpoint, data_dir, capsys, option, value):
+    """--max-frames and --chunk-size are positive integers (pet.arguments): an argparse one-liner."""
+    with pytest.raises(SystemExit) as stop:
+        main([str(tiny_checkpoint), "--data", str(data_dir / "water-molecule.xyz"), option, value])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err == (f"pet-eval: error: argument {option}: must be a positive integer, "
+                                       f"got {value!r} (see pet-eval --help)\n")
 
 
 def test_ipi_trajectory_and_a_slice_of_its_frames(tiny_checkpoint, tmp_path):
@@ -283,6 +293,8 @@ def test_device_errors_and_help(tiny_checkpoint, data_dir, capsys):
         main(["--help"])
     help_text = " ".join(capsys.readouterr().out.split())
     assert "--device DEVICE torch device: cpu, cuda or cuda:N (default: cpu)" in help_text
+    assert "--dtype {float32,float64} floating-point precision of the model (default: float64" in help_text
+    assert "(the raw model's accuracy is always computed)" in help_text
 
 
 def test_frame_slices():

@@ -9,7 +9,8 @@ from ase import Atoms
 from ase.io import read
 
 from pet.compute import edge_vectors
-from pet.neighbors import Graph, batch_graphs, build_graph, graph_from_atoms
+from pet.neighbors import (MAX_COORDINATE, OVERLAP_DISTANCE, Graph, batch_graphs, build_graph, closest_pair,
+                           graph_from_atoms)
 
 CUTOFF = 4.0
 
@@ -164,3 +165,26 @@ def test_bad_structures_are_rejected():
         build_graph([np.array([1])] * 2, [np.zeros((1, 3))] * 2, [np.zeros((3, 3))], [False] * 2, CUTOFF)
     with pytest.raises(ValueError, match="one of each per structure"):  # a structure without boundaries
         build_graph([np.array([1])] * 2, [np.zeros((1, 3))] * 2, [np.zeros((3, 3))] * 2, [False], CUTOFF)
+
+
+def test_coordinates_beyond_the_bound_are_refused():
+    """An atom at 1e200 Å in a periodic cell gave a silently wrong graph (with open boundaries,
+    from ~1e5 Å, vesin kills the process): refused, as is such a cell."""
+    cell = np.eye(3) * 10.0
+    far = np.array([[0.0, 0.0, 0.0], [0.96, 0.0, 0.0], [1e200, 0.0, 0.0]])
+    with pytest.raises(ValueError, match=r"structure 0: a coordinate is 1e\+200 Å, more than 10000 Å from 0"):
+        build_graph([np.array([8, 1, 1])], [far], [cell], [True], CUTOFF)
+    with pytest.raises(ValueError, match="a cell vector component is 1e\\+05 Å"):
+        build_graph([np.array([1])], [np.zeros((1, 3))], [np.eye(3) * 1e5], [True], CUTOFF)
+    edge = np.array([[0.0, 0.0, 0.0], [MAX_COORDINATE, 0.0, 0.0]])  # the bound itself is allowed
+    assert build_graph([np.array([1, 1])], [edge], [np.zeros((3, 3))], [False], CUTOFF).n_edges == 0
+
+
+def test_closest_pair_finds_overlaps_through_the_boundary():
+    positions = np.array([[0.1, 5.0, 5.0], [5.0, 5.0, 5.0], [9.95, 5.0, 5.0]])
+    assert closest_pair(positions, np.eye(3) * 10.0, True) == (0, 2, pytest.approx(0.15))
+    assert closest_pair(positions, np.zeros((3, 3)), False) is None  # 9.85 Å apart without the cell
+    assert closest_pair(positions, np.eye(3) * 10.0, True, within=0.1) is None
+    tiny_cell = np.diag([0.25, 10.0, 10.0])  # an atom and its own image 0.25 Å apart
+    assert closest_pair(positions[1:2], tiny_cell, True) == (0, 0, pytest.approx(0.25))
+    assert OVERLAP_DISTANCE == 0.3

@@ -15,6 +15,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import read, write
 
 from pet import checkpoint
+from pet import train as pet_train
 from pet.data import split_indices
 from pet.evaluate import main as evaluate_main
 from pet.compute import compute
@@ -200,6 +201,37 @@ def test_config_errors(tmp_path, capsys, text, message):
     assert err.startswith("pet-train: error:") and message in err and err.count("\n") == 1, err
 
 
+@pytest.mark.parametrize("text, message", [
+    ("", "config.yaml is empty (no keys, only comments or blank lines)"),
+    ("# only a comment\n\n", "config.yaml is empty (no keys, only comments or blank lines)"),
+    ("training:\n  epochs: 2\n  batch_size: 1\n  epochs: 3\n",
+     "config.yaml: 'epochs' is given twice in one mapping (lines 2 and 4; only the last would count)"),
+    ("training: {epochs: 2}\nmodel: {n_gnn: 2}\ntraining: {epochs: 3}\n",
+     "config.yaml: 'training' is given twice in one mapping (lines 1 and 3"),
+    ("training: {epochs: 2, force_only_epochs: 2}\n",
+     "training: force_only_epochs must be smaller than epochs (2): the energy term would never be "
+     "trained, got 2"),
+    ("1: x\nfoo: {}\n", "unknown section(s) [1, 'foo']"),
+], ids=["empty", "comments", "key-twice", "section-twice", "force-only-epochs", "number-key"])
+def test_configs_that_would_train_something_else_are_refused(tmp_path, capsys, monkeypatch, text, message):
+    """An empty config (the defaults: the paper's model), a repeated key (the last one), no
+    epoch with the energy term: refused before any data is read."""
+    monkeypatch.setattr("pet.train.read_frames", lambda path: pytest.fail("data read before the checks"))
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    assert main([str(path), "--output", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pet-train: error:") and message in err and err.count("\n") == 1, err
+
+
+def test_a_binary_config_is_one_line_naming_it(tmp_path, capsys):
+    path = tmp_path / "model.pt"
+    path.write_bytes(b"PK\x03\x04\x00\xff\xfe binary")
+    assert main([str(path), "--output", str(tmp_path / "run")]) == 2
+    assert capsys.readouterr().err == (f"pet-train: error: {path} is not a text (YAML) file: byte 5 is "
+                                       "not UTF-8\n")
+
+
 def test_numbers_that_yaml_reads_as_strings_are_numbers(tmp_path):
     """PyYAML (YAML 1.1) reads 1e-3 as the string "1e-3": such numbers are numbers."""
     path = tmp_path / "config.yaml"
@@ -238,6 +270,73 @@ def test_environment_is_checked_before_any_data_is_read(frames_file, tmp_path, c
         assert main([write_config(tmp_path / "config.yaml", config)]) == 2
         err = capsys.readouterr().err
         assert err.startswith(f"pet-train: error: {message}") and err.count("\n") == 1, err
+        assert not (tmp_path / "run").exists()  # no output folder, no train.log
+        assert not any(isinstance(h, logging.FileHandler) for h in logging.root.handlers)  # none left
+
+
+def test_the_environment_is_checked_once_by_the_trainer(frames_file, tmp_path, monkeypatch):
+    calls = []
+    check = pet_train.check_environment
+    monkeypatch.setattr("pet.train.check_environment", lambda config: calls.append(config) or check(config))
+    assert main([write_config(tmp_path / "config.yaml", make_config(frames_file, tmp_path / "run", epochs=1))]) == 0
+    assert len(calls) == 1 and (tmp_path / "run" / "train.log").is_file()
+
+
+@pytest.mark.parametrize("value, message", [
+    ("", "PET_IPI_DATA is set but empty: unset it or give a data file"),
+    ("/nowhere/data.xyz", "data: path is null and PET_IPI_DATA names no data file: /nowhere/data.xyz"),
+])
+def test_pet_ipi_data_is_checked_before_any_data_is_read(frames_file, tmp_path, capsys, monkeypatch,
+                                                          value, message):
+    monkeypatch.setattr("pet.train.read_frames", lambda path: pytest.fail("data read before the checks"))
+    monkeypatch.setenv("PET_IPI_DATA", value)
+    config = make_config(frames_file, tmp_path / "run")
+    config["data"]["path"] = None
+    assert main([write_config(tmp_path / "config.yaml", config)]) == 2
+    assert capsys.readouterr().err == f"pet-train: error: {message}\n"
+    assert not (tmp_path / "run").exists()
+
+
+def test_input_paths_are_taken_from_the_config_folder(frames_file, tmp_path, capsys, monkeypatch):
+    """data: path and init_from relative to the config file's folder, from any current directory;
+    the output relative to the current directory; the run resumes from another directory."""
+    first = merge_config(make_config(frames_file, tmp_path / "first", epochs=1))
+    Trainer(first).run()
+    configs, data_folder = tmp_path / "configs" / "stage2", tmp_path / "data"
+    configs.mkdir(parents=True)
+    data_folder.mkdir()
+    (data_folder / frames_file.name).write_bytes(frames_file.read_bytes())
+    config = make_config(f"../../data/{frames_file.name}", "run", epochs=2, max_hours=1e-9,
+                         init_from="../../first/best.pt")
+    path = write_config(configs / "config.yaml", config)
+    loaded = load_config(path)
+    assert loaded["data"]["path"] == str(data_folder / frames_file.name)
+    assert loaded["training"]["init_from"] == str(tmp_path / "first" / "best.pt")
+    monkeypatch.chdir(tmp_path / "configs")  # one epoch (max_hours) into configs/run
+    assert main(["stage2/config.yaml"]) == 0
+    assert "weights from" in capsys.readouterr().out
+    monkeypatch.chdir(configs)  # the same config and run from another directory: resumed
+    assert main(["config.yaml", "--output", "../run"]) == 0
+    assert "resumed from" in capsys.readouterr().out
+    stored = checkpoint.read(tmp_path / "configs" / "run" / "last.pt")
+    assert stored["metadata"]["epoch"] == 2
+    assert stored["split"]["path"] == str(data_folder / frames_file.name)
+
+
+def test_home_is_expanded_in_every_path(frames_file, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "frames.xyz").write_bytes(frames_file.read_bytes())
+    start = tmp_path / "start"
+    Trainer(merge_config(make_config(frames_file, start, epochs=1))).run()
+    config = make_config("~/frames.xyz", "~/run", epochs=1, init_from="~/start/best.pt")
+    loaded = load_config(write_config(tmp_path / "config.yaml", config))
+    assert loaded["data"]["path"] == str(tmp_path / "frames.xyz")
+    assert loaded["training"]["init_from"] == str(start / "best.pt")
+    assert loaded["output"] == str(tmp_path / "run")
+    assert load_config(tmp_path / "config.yaml", output="~/other")["output"] == str(tmp_path / "other")
+    Trainer(loaded).run()
+    assert (tmp_path / "run" / "last.pt").is_file() and not (tmp_path / "~").exists()
 
 
 def test_missing_config_file(tmp_path, capsys):
@@ -478,6 +577,9 @@ def test_shipped_training_configs_load(path):
     first study in the peak learning rate only."""
     config = load_config(path)
     assert config["output"].startswith("runs/")
+    for section, key in (("data", "path"), ("training", "init_from")):
+        if config[section].get(key) is not None:
+            assert Path(config[section][key]).is_file(), (section, key, config[section][key])
     if path.parent.name.startswith("size-study"):
         reference = load_config(path.with_name("d64.yaml"))
         assert {k: v for k, v in config.items() if k not in ("model", "output")} == \

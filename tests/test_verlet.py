@@ -6,7 +6,7 @@ import torch
 
 from pet.neighbors import Graph, build_graph
 from pet.structures import water_box
-from pet.verlet import VerletGraphs
+from pet.verlet import MAX_SKIN, VerletGraphs
 
 CUTOFF = 4.0
 
@@ -105,6 +105,15 @@ def test_skin_zero_builds_a_new_list_every_call_and_a_negative_skin_is_refused(b
         VerletGraphs(CUTOFF, skin=-0.1)
     with pytest.raises(ValueError, match="skin must be >= 0"):
         VerletGraphs(CUTOFF, skin=float("nan"))
+
+
+@pytest.mark.parametrize("skin", [10.5, float("inf")])
+def test_a_skin_beyond_the_bound_is_refused(skin):
+    """The bound of pet-driver's --skin, for every user of the neighbour list (PETCalculator too)."""
+    assert VerletGraphs(CUTOFF, skin=MAX_SKIN).skin == MAX_SKIN == 10.0
+    with pytest.raises(ValueError, match=r"skin must be >= 0 Å and <= 10 Å \(a larger skin only slows "
+                                         rf"the neighbour list\), got {skin}"):
+        VerletGraphs(CUTOFF, skin=skin)
 
 
 def test_bad_positions_are_refused_before_the_list_is_used(bulk_frame):
