@@ -1,1 +1,1 @@
-"""Analyses of i-PI outputs for the symmetry-breaking experiments (DESIGN.md sections 5 and 7)."""
+"""Analyses of i-PI outputs for the symmetry-breaking experiments (`pet-analyze`; the README's Analyses section)."""

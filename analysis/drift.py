@@ -2,8 +2,11 @@
 
 The slope (eV/ps) is reported in meV per molecule per ns, with the standard error of the
 least-squares slope (which assumes independent residuals and so underestimates the error of a
-strongly correlated series). Several properties files give one fit each, side by side (the JSON
-then holds a list ``runs``, each with its ``label`` and ``file``).
+strongly correlated series). ``--column`` may name another energy column (``potential``,
+``kinetic_md``, ``pot_component_raw(1)``, ...): energies are extensive, so their drift per molecule
+compares systems of different sizes. A column of another dimension (a temperature, a pressure, a
+step count) is refused: its drift is not an energy per molecule. Several properties files give
+one fit each, side by side (the JSON then holds a list ``runs``, each with its ``label`` and ``file``).
 """
 
 import numpy as np
@@ -40,15 +43,28 @@ def add_arguments(parser):
     parser.add_argument("properties", nargs="+", help="i-PI properties file(s) with time and conserved "
                         "columns; several (runs of one system, e.g. different outer steps) are compared")
     parser.add_argument("--molecules", type=positive_int, required=True, help="number of molecules in the system")
-    parser.add_argument("--column", default="conserved", help="the conserved-quantity column (default conserved)")
+    parser.add_argument("--column", default="conserved", help="the conserved-quantity column, or another energy column "
+                        "(default conserved)")
     parser.add_argument("--labels", nargs="+", metavar="LABEL",
                         help="a name for each properties file in the plot and the JSON (default: the file names)")
+
+
+def energy_column(columns, name: str, path) -> np.ndarray:
+    """The (T,) values in eV of the energy column ``name``; AnalysisError naming its unit and the
+    file's energy columns if it is not an energy (see :func:`analysis.ipi_files.column`)."""
+    values = column(columns, name, path)
+    if columns.units[name] != "eV":
+        energies = [other for other, unit in columns.units.items() if unit == "eV"]
+        raise AnalysisError(f"{path}: --column {name} is in {columns.units[name] or 'no unit'}, not an energy: "
+                            f"drift gives the slope of an energy column in meV/molecule/ns (energy columns "
+                            f"here: {', '.join(energies) or 'none'})")
+    return values
 
 
 def _one_run(path, column_name, n_molecules) -> dict:
     columns = read_properties(path)
     time = time_column(columns, path, min_rows=3)
-    conserved = column(columns, column_name, path)
+    conserved = energy_column(columns, column_name, path)
     result = conserved_drift(time, conserved, n_molecules)
     result["time"], result["conserved"] = time, conserved
     return result

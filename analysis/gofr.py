@@ -8,8 +8,10 @@ atoms in volume V, the pairs counted per frame in the shell [r, r + dr] give
 averaged over frames (an ideal gas gives g = 1), and the running coordination number
 n(r) = 2 · (pairs closer than r) / n. Error bars: block averages over frames. Reference curves
 (two columns r, g; r in Å or Bohr) are drawn for comparison. The bins end at r_max exactly:
-⌈r_max / bin⌉ of them, a little narrower than ``--bin`` where it does not divide ``--r-max``.
-The trajectory needs a periodic cell (its volume normalises g).
+⌈r_max / bin⌉ of them (at most 10000), a little narrower than ``--bin`` where it does not divide
+``--r-max``. The trajectory needs a periodic cell (its volume normalises g). Beyond half the
+cell's smallest width g(r) counts pairs with several periodic images of the cell, which a warning
+says (r_max is bounded so that a frame holds at most 1e7 pairs).
 """
 
 from pathlib import Path
@@ -19,7 +21,7 @@ import numpy as np
 from .errors import AnalysisError
 from .ipi_files import read_trajectory, read_two_columns
 from .output import figure
-from .pairs import add_binning_arguments, bins_note, distance_edges, pairs_within
+from .pairs import add_binning_arguments, bins_note, check_cutoff, distance_edges, pairs_within
 from .stats import block_error
 
 NAME = "gofr"
@@ -38,13 +40,12 @@ def pair_histograms(points: np.ndarray, cells: np.ndarray, edges: np.ndarray) ->
     return counts
 
 
-def radial_distribution(points: np.ndarray, cells: np.ndarray, r_max: float, bin_width: float,
-                        n_blocks: int) -> dict:
-    """g(r) of ``points`` (F, n, 3) Å in ``cells`` (F, 3, 3): bin centres, g, block error, n(r)."""
+def radial_distribution(points: np.ndarray, cells: np.ndarray, edges: np.ndarray, n_blocks: int) -> dict:
+    """g(r) of ``points`` (F, n, 3) Å in ``cells`` (F, 3, 3) in the bins ``edges`` (B + 1,) Å from
+    :func:`distance_edges`: bin centres, g, block error, n(r)."""
     n = points.shape[1]
     if n < 2:
         raise AnalysisError("g(r) needs at least two atoms of the element")
-    edges = distance_edges(r_max, bin_width)
     counts = pair_histograms(points, cells, edges)
     volumes = np.abs(np.linalg.det(cells))
     shells = 4.0 * np.pi / 3.0 * np.diff(edges ** 3)
@@ -53,9 +54,10 @@ def radial_distribution(points: np.ndarray, cells: np.ndarray, r_max: float, bin
     g = g_frames.mean(axis=0)
     error = block_error(len(g_frames), n_blocks, lambda part: g_frames[part].mean(axis=0))
     peak = int(np.argmax(g))
+    paired = bool(counts.any())
     return {"r": centres, "g": g, "g_error": error, "r_edges": edges, "bin_width": edges[1] - edges[0],
             "coordination": 2.0 * np.cumsum(counts.mean(axis=0)) / n,
-            "peak_r": float(centres[peak]), "peak_g": float(g[peak]),
+            "peak_r": float(centres[peak]) if paired else None, "peak_g": float(g[peak]) if paired else None,
             "n_frames": len(points), "n_atoms": n}
 
 
@@ -76,14 +78,15 @@ def add_arguments(parser):
 
 
 def run(args):
+    edges = distance_edges(args.r_max, args.bin)
     positions = read_trajectory(args.positions, "length")
     positions.require_cell("g(r) needs one (its volume normalises g)")
     selected = [index for index, symbol in enumerate(positions.symbols) if symbol == args.element]
     if not selected:
         raise AnalysisError(f"{args.positions}: no atom of element {args.element}")
     references = {path: read_two_columns(path, unit) for path, unit in map(parse_reference, args.reference)}
-    result = radial_distribution(positions.values[:, selected], positions.cells, args.r_max, args.bin,
-                                 args.blocks)
+    check_cutoff(len(selected), positions.cells, args.r_max, args.positions)
+    result = radial_distribution(positions.values[:, selected], positions.cells, edges, args.blocks)
     result["element"] = args.element
     result["units"] = {"r": "angstrom"}
     result["references"] = {}
@@ -100,6 +103,8 @@ def run(args):
     axis.axhline(1.0, color="grey", lw=0.8)
     axis.set(xlabel="r (Å)", ylabel=f"g(r) {args.element}-{args.element}", xlim=(0, args.r_max))
     axis.legend(fontsize="small")
-    message = (f"g(r) {args.element}-{args.element} from {result['n_frames']} frames: highest peak "
-               f"{result['peak_g']:.3g} at {result['peak_r']:.3g} Å{bins_note(result['r_edges'], args.bin)}")
+    peak = ("no pair within --r-max" if result["peak_r"] is None else
+            f"highest peak {result['peak_g']:.3g} at {result['peak_r']:.3g} Å")
+    message = (f"g(r) {args.element}-{args.element} from {result['n_frames']} frames: {peak}"
+               f"{bins_note(result['r_edges'], args.bin)}")
     return result, fig, message

@@ -1,6 +1,8 @@
 """Ice Ih: the raw model against its rotation average on proton-disordered cells.
 
-Three comparisons, per cell (DESIGN.md section 7 quotes the paper's numbers):
+Three comparisons, per cell (the paper's numbers, for the 2i grid: forces differ by less than
+1 meV/Å, relative energies by ~0.02 meV/molecule, relaxed geometries lie ~0.001 Å apart; the
+README's Analyses section describes the options):
 
 - forces on the initial (idealised) cells: ΔF = F_raw − F_avg per atom; mean absolute component,
   RMS and largest |ΔF_i| in meV/Å;
@@ -15,8 +17,11 @@ earlier JSON results come first and the relative energies are recomputed over al
 the absolute energies each result stores; the results record the cell indices, the grid, the
 dtype and the model's SHA-256 so that only results of the same model are combined.
 
-Energies and forces come from :class:`pet.calculator.PETCalculator` with the given checkpoint
-(torch is imported only when this analysis runs).
+The model compared with the raw one is ``--grid``: a rotation grid N or Ni (the rotation
+average; default 2i) or ``random`` (the raw model on one random rotation per evaluation, drawn
+from ``--seed``, default 0, so that a run can be repeated); ``raw`` is refused (it would compare
+the raw model with itself). Energies and forces come from :class:`pet.calculator.PETCalculator`
+with the given checkpoint (torch is imported only when this analysis runs).
 """
 
 import argparse
@@ -29,7 +34,8 @@ import ase.io
 from ase.io.formats import string2index
 import numpy as np
 
-from pet.arguments import positive_int
+from grids.quadrature import parse_grid_spec
+from pet.arguments import non_negative_int, positive_int
 
 from .errors import AnalysisError
 from .ipi_files import existing_file, read_trajectory
@@ -174,7 +180,11 @@ def _read_results(paths) -> List[Tuple[str, dict]]:
 def add_arguments(parser):
     parser.add_argument("cells", help="the initial ice cells (extended XYZ, several frames)")
     parser.add_argument("--model", help="PET checkpoint (default: $PET_IPI_MODEL or the shipped model)")
-    parser.add_argument("--grid", default="2i", help="rotation grid of the averaged model (default 2i)")
+    parser.add_argument("--grid", type=compared_model, default="2i",
+                        help="the model compared with raw: a rotation grid N or Ni (the average; default 2i), "
+                             "or random (one random rotation per evaluation, seeded by --seed)")
+    parser.add_argument("--seed", type=non_negative_int,
+                        help="seed of the random rotations of --grid random, an integer >= 0 (default 0)")
     parser.add_argument("--index", type=ase_index, default=":",
                         help="which frames of CELLS, ASE syntax: N, START:STOP[:STEP] (default ':')")
     parser.add_argument("--relaxed-raw", nargs="+", metavar="TRAJ",
@@ -188,6 +198,32 @@ def add_arguments(parser):
                         help="torch device: cpu, cuda, cuda:N (default cpu)")
     parser.add_argument("--dtype", default="float64", choices=["float32", "float64"], help="default float64")
     parser.add_argument("--chunk-size", type=positive_int, help="most rotated copies per forward pass")
+
+
+def compared_model(text: str) -> str:
+    """argparse type of --grid: a rotation grid spec (N or Ni, checked by
+    :func:`grids.quadrature.parse_grid_spec`) or 'random'; 'raw' is refused."""
+    text = text.strip()
+    if text == "raw":
+        raise argparse.ArgumentTypeError("'raw' would compare the raw model with itself (every difference "
+                                         "zero): give the model to compare with raw, a rotation grid N or Ni "
+                                         "(e.g. 2i) or random")
+    if text != "random":
+        try:
+            parse_grid_spec(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+    return text
+
+
+def _compared_calculator(args, model, calculator):
+    """The PETCalculator of --grid (``calculator``: the class) and the provenance it adds to the
+    results (``seed`` for --grid random)."""
+    if args.grid != "random":
+        return calculator(model, grid=args.grid, device=args.device, dtype=args.dtype,
+                          chunk_size=args.chunk_size), {}
+    seed = 0 if args.seed is None else args.seed
+    return calculator(model, random_rotation=True, seed=seed, device=args.device, dtype=args.dtype), {"seed": seed}
 
 
 def ase_index(text: str) -> str:
@@ -221,6 +257,8 @@ def _read_cells(path, index: str) -> Tuple[List[int], List[ase.Atoms]]:
         raise
     except Exception as error:
         raise AnalysisError(f"{path}: cannot read the cells ({type(error).__name__}: {error})") from None
+    if not frames:
+        raise AnalysisError(f"{path}: no structures in it (the cells must be extended XYZ frames)")
     indices = list(range(len(frames)))
     try:
         chosen = indices[selection] if isinstance(selection, slice) else [indices[selection]]
@@ -246,6 +284,8 @@ def _relaxed_pairs(args, cells):
 
 
 def run(args):
+    if args.seed is not None and args.grid != "random":
+        raise AnalysisError(f"--seed applies to --grid random only (grid {args.grid} has no randomness)")
     indices, cells = _read_cells(args.cells, args.index)
     relaxed_raw, relaxed_avg = _relaxed_pairs(args, cells)
     earlier = _read_results(args.merge or [])
@@ -256,13 +296,12 @@ def run(args):
     try:
         model = load_model(args.model, args.device, args.dtype)
         raw = PETCalculator(model, device=args.device, dtype=args.dtype)
-        average = PETCalculator(model, grid=args.grid, device=args.device, dtype=args.dtype,
-                                chunk_size=args.chunk_size)
+        average, randomness = _compared_calculator(args, model, PETCalculator)
     except (CheckpointError, ValueError) as error:
         raise AnalysisError(str(error)) from None
     model_path = Path(args.model or default_model_path())
     provenance = {"grid": args.grid, "dtype": args.dtype, "model": str(model_path),
-                  "model_sha256": file_sha256(model_path)}
+                  "model_sha256": file_sha256(model_path), **randomness}
     check_mergeable(earlier, indices, provenance, relaxed_raw is not None)
     result = {"cells": indices, **compare_cells(cells, raw, average, relaxed_raw, relaxed_avg), **provenance}
     if earlier:

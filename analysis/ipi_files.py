@@ -12,22 +12,32 @@ therefore reads the quantity and its units from the comment line itself and pass
 ``read_trajectory`` also keeps only the first digit of the step number (step 12 reads as 1), so
 steps are read from the comment lines here too.
 
+Files compressed with gzip, bzip2 or xz (``.gz``, ``.bz2``, ``.xz``) are read as the file they
+hold (``pos.extxyz.gz`` as extxyz), decompressed into a temporary copy for i-PI's parsers.
+
 The readers check what every analysis needs: a file that ends in an incomplete frame or row (a
-run still writing, or cut short) is read without it, with a warning on stderr; a trajectory with
-a NaN or infinite value (a run that blew up) is an error naming the first such frame (unless the
-caller asks for it as it is), a properties column is checked when :func:`column` takes it; a
-trajectory without a periodic cell (extxyz without ``Lattice=``, i-PI's ``CELL(abcABC): 0 0 0``)
-has cells of zeros, which the minimum-image functions take as open boundaries.
+run still writing, or cut short) is read without it, with a warning on stderr; every frame of a
+trajectory must hold the atoms of the first (frames of different sizes are an error naming the
+first that differs); a trajectory with a NaN or infinite value (a run that blew up) is an error
+naming the first such frame (unless the caller asks for it as it is), a properties column is
+checked when :func:`column` takes it; a trajectory without a periodic cell (extxyz without
+``Lattice=``, i-PI's ``CELL(abcABC): 0 0 0``) has cells of zeros, which the minimum-image
+functions take as open boundaries.
 """
 
+import bz2
 import contextlib
 import functools
+import gzip
 import io
 import itertools
+import lzma
 import re
+import shutil
 import sys
 import tempfile
 import warnings
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,14 +83,51 @@ def _trajectory_dimensions() -> dict:
     return {name: entry.get("dimension", "undefined") for name, entry in Trajectories().traj_dict.items()}
 
 
+DECOMPRESSORS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+"""Openers of the compressed files the readers take, by file-name suffix."""
+
+
 def existing_file(path) -> Path:
-    """``path`` as a Path, or an AnalysisError if it is a directory or does not exist."""
+    """``path`` as a Path, or an AnalysisError if it is a directory, does not exist or is empty."""
     path = Path(path)
     if path.is_dir():
         raise AnalysisError(f"{path} is a directory, not a file")
     if not path.is_file():
         raise AnalysisError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise AnalysisError(f"{path}: the file is empty")
     return path
+
+
+@contextlib.contextmanager
+def decompressed(path: Path):
+    """``path`` itself, or for a ``.gz``, ``.bz2`` or ``.xz`` file a temporary decompressed copy
+    named without that suffix (``pos.extxyz.gz`` → ``pos.extxyz``); AnalysisError if it cannot be
+    decompressed or holds nothing."""
+    opener = DECOMPRESSORS.get(path.suffix.lower())
+    if opener is None:
+        yield path
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        copy = Path(folder) / path.stem
+        try:
+            with opener(path, "rb") as source, open(copy, "wb") as target:
+                shutil.copyfileobj(source, target, 1 << 20)
+        except (OSError, EOFError, lzma.LZMAError, zlib.error) as error:
+            raise AnalysisError(f"{path}: cannot decompress it as {path.suffix} ({error})") from None
+        if copy.stat().st_size == 0:
+            raise AnalysisError(f"{path}: the file it holds is empty")
+        yield copy
+
+
+def read_text(path) -> str:
+    """The text of a (possibly compressed) file; AnalysisError if it is not text (binary data)."""
+    path = existing_file(path)
+    with decompressed(path) as readable:
+        try:
+            return readable.read_text()
+        except UnicodeDecodeError:
+            raise AnalysisError(f"{path}: not a text file (binary data)") from None
 
 
 def _warn(message: str) -> None:
@@ -127,12 +174,14 @@ def _first_lines(path: Path, n_lines):
         yield copy
 
 
-def _complete_rows(path: Path):
+def _complete_rows(readable: Path, path: Path):
     """The number of lines before the last data row of a properties file if that row is
-    incomplete (fewer fields than the first row, or no end of line), else None."""
-    lines = path.read_text().splitlines(keepends=True)
+    incomplete (fewer fields than the first row, or no end of line), else None (also for a file
+    without i-PI's '# column N -->' header, left to the parser to report); ``readable``: the file
+    to read, ``path``: its name for the warning."""
+    lines = readable.read_text().splitlines(keepends=True)
     rows = [k for k, line in enumerate(lines) if line.strip() and not line.startswith("#")]
-    if not rows:
+    if not rows or not any(line.startswith("#") and "-->" in line for line in lines):
         return None
     last = lines[rows[-1]]
     if last.endswith("\n") and len(last.split()) == len(lines[rows[0]].split()):
@@ -176,12 +225,16 @@ def read_properties(path) -> Columns:
     """Columns of an i-PI properties file in project units (:class:`Columns`).
 
     Names are i-PI's, arguments included (``time``, ``conserved``, ``pot_component_raw(1)``). An
-    incomplete last row (a run still writing) is left out, with a warning on stderr.
+    incomplete last row (a run still writing) is left out, with a warning on stderr. A ``.gz``,
+    ``.bz2`` or ``.xz`` file is decompressed first.
     """
     path = existing_file(path)
     try:
-        with _quiet(), _first_lines(path, _complete_rows(path)) as readable:
-            values, info = read_output(str(readable))
+        with decompressed(path) as readable, _quiet(), \
+                _first_lines(readable, _complete_rows(readable, path)) as complete:
+            values, info = read_output(str(complete))
+    except UnicodeDecodeError:
+        raise AnalysisError(f"{path}: not a text file (binary data): not an i-PI properties file") from None
     except (ValueError, IndexError) as error:
         raise AnalysisError(f"{path}: cannot read as an i-PI properties file ({error})") from None
     if not values:
@@ -315,37 +368,44 @@ def _read_extxyz(readable: Path, path: Path):
     return quantity, dimension, frames, steps, values
 
 
-def _line_count(path: Path):
-    """(lines up to the last non-blank one, whether that one ends in a newline) of a text file."""
-    n_newlines, tail = 0, b""
-    with open(path, "rb") as handle:
-        for chunk in iter(functools.partial(handle.read, 1 << 20), b""):
-            n_newlines += chunk.count(b"\n")
-            tail = (tail + chunk)[-4096:]
-    content = tail.rstrip()
-    trailing = tail[len(content):].count(b"\n")
-    return n_newlines - trailing + 1, trailing > 0
+def _frame_lines(readable: Path):
+    """(lines of the whole frames, number of whole frames, whether an incomplete frame follows)
+    of an xyz file, each frame read with its own atom count (frames may differ in size); a frame
+    is incomplete if it has fewer lines than its count line says, or its last line has no newline
+    (a run still writing, or cut short). None if the file is not laid out as xyz frames (a count
+    line that is not a number; blank lines after the last frame are allowed)."""
+    n_lines = n_frames = 0
+    with open(readable, "rb") as handle:
+        for count in handle:
+            try:
+                n_atoms = int(count)
+            except ValueError:
+                if count.strip() or any(line.strip() for line in handle):
+                    return None
+                break
+            if n_atoms < 0:
+                return None
+            body = list(itertools.islice(handle, n_atoms + 1))
+            if len(body) < n_atoms + 1 or not body[-1].endswith(b"\n"):
+                return n_lines, n_frames, True
+            n_lines += n_atoms + 2
+            n_frames += 1
+    return n_lines, n_frames, False
 
 
-def _complete_frames(path: Path):
+def _complete_frames(readable: Path, path: Path):
     """The number of lines of the complete frames of an xyz file whose last frame is incomplete
-    (too few lines, or a last line without its newline: a run still writing, or cut short), with a
-    warning on stderr; None if the file ends with a whole frame or is not laid out as xyz frames
-    of as many atoms as the first."""
-    with open(path, "rb") as handle:
-        try:
-            lines_per_frame = int(handle.readline()) + 2
-        except ValueError:
-            return None
-    n_lines, whole_last_line = _line_count(path)
-    if n_lines % lines_per_frame == 0 and whole_last_line:
+    (see :func:`_frame_lines`), with a warning on stderr naming ``path``; None if the file ends with
+    a whole frame or is not laid out as xyz frames (left to the parser to report)."""
+    layout = _frame_lines(readable)
+    if layout is None or not layout[2]:
         return None
-    complete = (n_lines - (0 if whole_last_line else 1)) // lines_per_frame
+    n_lines, complete, _ = layout
     if complete == 0:
         raise AnalysisError(f"{path}: its only frame is incomplete (a run still writing, or cut short)")
     _warn(f"{path}: the last frame is incomplete (a run still writing, or cut short): "
           f"reading the {complete} complete frames")
-    return complete * lines_per_frame
+    return n_lines
 
 
 def _cells(frames, path: Path) -> np.ndarray:
@@ -361,24 +421,40 @@ def _cells(frames, path: Path) -> np.ndarray:
     return cells
 
 
-def _parse_trajectory(path: Path):
+def _same_atoms(frames, path: Path) -> None:
+    """AnalysisError naming the first frame whose atoms (their number, elements or order) differ
+    from frame 0's: every analysis of a trajectory follows the same atoms through it."""
+    first = frames[0]
+    for index, frame in enumerate(frames):
+        if len(frame) != len(first):
+            raise AnalysisError(f"{path}: frames have different atom counts (frame {index} has {len(frame)} "
+                                f"atoms, frame 0 has {len(first)}): a trajectory must hold the same atoms in "
+                                "every frame")
+        if not np.array_equal(frame.numbers, first.numbers):
+            raise AnalysisError(f"{path}: frame {index} holds other elements, or the same in another order, "
+                                "than frame 0: a trajectory must hold the same atoms in every frame")
+
+
+def _parse_trajectory(readable: Path, path: Path):
     """(quantity, dimension, ASE frames, steps, values in ASE units) of an xyz or extxyz file,
-    without its incomplete last frame."""
-    with open(path) as handle:
+    without its incomplete last frame; ``readable``: the (decompressed) file, ``path``: its name."""
+    with open(readable) as handle:
         handle.readline()
         comment = handle.readline()
-    if path.suffix != ".extxyz" and "Lattice=" not in comment and "CELL" not in comment:
+    extended = readable.suffix == ".extxyz" or "Lattice=" in comment
+    if not extended and "CELL" not in comment:
         raise AnalysisError(f"{path}: neither an i-PI xyz (no CELL in the comment line) nor an extended XYZ file")
-    with _quiet(), _first_lines(path, _complete_frames(path)) as readable:
-        if path.suffix == ".extxyz" or "Lattice=" in comment:
-            return _read_extxyz(readable, path)
-        return _read_xyz(readable, comment, path)
+    with _quiet(), _first_lines(readable, _complete_frames(readable, path)) as complete:
+        if extended:
+            return _read_extxyz(complete, path)
+        return _read_xyz(complete, comment, path)
 
 
 def read_trajectory(path, dimension: str = None, finite: bool = True) -> Trajectory:
     """An i-PI trajectory: ``.xyz`` in i-PI's format (CELL in the comment line), or extended XYZ
-    (i-PI's ``format="ase"``, or any extxyz with a Lattice: positions in Å). An incomplete last
-    frame (a run still writing) is left out, with a warning on stderr.
+    (i-PI's ``format="ase"``, or any extxyz with a Lattice: positions in Å), either of them possibly
+    compressed (``.gz``, ``.bz2``, ``.xz``). An incomplete last frame (a run still writing) is left
+    out, with a warning on stderr; every frame must hold the atoms of the first.
 
     ``dimension``: "length", "velocity" or "force" to insist on what the file holds;
     ``finite``: an AnalysisError naming the first frame with a NaN or infinite value (a run that
@@ -386,13 +462,17 @@ def read_trajectory(path, dimension: str = None, finite: bool = True) -> Traject
     """
     path = existing_file(path)
     try:
-        quantity, found, frames, steps, values = _parse_trajectory(path)
+        with decompressed(path) as readable:
+            quantity, found, frames, steps, values = _parse_trajectory(readable, path)
     except AnalysisError:
         raise
+    except UnicodeDecodeError:
+        raise AnalysisError(f"{path}: not a text file (binary data): not an i-PI trajectory") from None
     except Exception as error:  # i-PI's and ASE's parsers raise many kinds on a malformed file
         raise AnalysisError(f"{path}: cannot read as an i-PI trajectory ({type(error).__name__}: {error})") from None
     if not frames:
         raise AnalysisError(f"{path}: no frames")
+    _same_atoms(frames, path)
     if dimension is not None and found != dimension:
         raise AnalysisError(f"{path} holds {quantity} ({found}), expected a {dimension} trajectory")
     values = np.asarray(values, dtype=float)
@@ -441,14 +521,13 @@ def read_two_columns(path, length_unit: str = "angstrom") -> np.ndarray:
     """(n, 2) numbers from a text table (e.g. a reference g(r)), first column converted to Å.
 
     Lines that do not start with two numbers (comments, quoted headers) are skipped;
-    ``length_unit``: "angstrom" or "bohr".
+    ``length_unit``: "angstrom" or "bohr"; the file may be compressed (``.gz``, ``.bz2``, ``.xz``).
     """
-    path = existing_file(path)
     scale = {"angstrom": 1.0, "bohr": ase.units.Bohr}.get(length_unit)
     if scale is None:
         raise AnalysisError(f"unknown length unit '{length_unit}' for {path} (angstrom or bohr)")
     rows = []
-    for line in path.read_text().splitlines():
+    for line in read_text(path).splitlines():
         fields = line.split()
         try:
             rows.append((float(fields[0]), float(fields[1])))

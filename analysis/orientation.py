@@ -11,12 +11,17 @@ Statistical errors come from block averages of the densities (σ_F = σ_p / p). 
 statistic χ²/bin = mean over bins of (F/σ_F)² is about (B − 1)/(B − 3) for a flat surface and B
 blocks (each error is estimated from B − 1 degrees of freedom), and grows with any anisotropy;
 it is given for the surface and for each profile, with each profile's span (max F − min F).
+Empty bins (F = ∞) are left out of χ², and so are occupied bins with the same density in every
+block (σ_F = 0, counted in ``bins_without_spread``): their deviation cannot be measured. Without
+any bin that has a spread (e.g. molecules that do not turn) χ² is undefined: null in the JSON,
+"n/a" in the summary. At most 100000 bins (cos θ × φ).
 """
 
 import numpy as np
 
 from pet.arguments import positive_int
 
+from .errors import AnalysisError
 from .ipi_files import read_trajectory
 from .molecules import molecular_axes, water_molecules, whole_molecules
 from .output import figure
@@ -26,9 +31,23 @@ NAME = "orientation"
 HELP = "orientational free energy F(θ, φ) of the molecular axis in k_B T, with block errors"
 EXAMPLE = "pet-analyze orientation gas.pos_0.xyz --bins-cos 10 --bins-phi 12 --blocks 10 --out gas-F"
 
+MAX_BINS = 100_000
+"""The most bins of the surface, --bins-cos × --bins-phi (each block keeps a histogram of them)."""
+
+ROUND_OFF = 1e-9
+"""A block error below this fraction of its density is round-off of identical block values: zero."""
+
+
+def check_bins(n_cos: int, n_phi: int) -> None:
+    """AnalysisError if the surface would have more than :data:`MAX_BINS` bins."""
+    if n_cos * n_phi > MAX_BINS:
+        raise AnalysisError(f"--bins-cos {n_cos} × --bins-phi {n_phi} = {n_cos * n_phi} bins: at most {MAX_BINS}")
+
 
 def _free_energy(density: np.ndarray, error: np.ndarray, isotropic: float):
-    """(F, σ_F) from a density, its error and the density of the isotropic distribution."""
+    """(F, σ_F) from a density, its block error (round-off of equal block values set to zero, see
+    :data:`ROUND_OFF`) and the density of the isotropic distribution."""
+    error = np.where(error <= ROUND_OFF * density, 0.0, error)
     with np.errstate(divide="ignore", invalid="ignore"):
         return -np.log(density / isotropic), error / density
 
@@ -67,15 +86,21 @@ def orientational_free_energy(axes: np.ndarray, n_cos: int, n_phi: int, n_blocks
     result["profile_span"] = {name: _span(result[key]) for name, key in (("cos_theta", "F_cos_theta"),
                                                                          ("phi", "F_phi"))}
     result["empty_bins"] = int(np.sum(whole[0] == 0))
+    result["bins_without_spread"] = int(np.sum(np.isfinite(result["F"]) & ~_measured(result["F"], result["F_error"])))
     return result
 
 
+def _measured(free_energy: np.ndarray, error: np.ndarray) -> np.ndarray:
+    """Mask of the bins whose F and σ_F are finite and σ_F > 0 (occupied, with a spread between blocks)."""
+    return np.isfinite(free_energy) & np.isfinite(error) & (error > 0)
+
+
 def _chi2_per_bin(free_energy: np.ndarray, error: np.ndarray):
-    """Mean of (F/σ_F)² over the bins where both are finite (None if there are none)."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        z = free_energy / error
-    finite = np.isfinite(z)
-    return float(np.mean(z[finite] ** 2)) if finite.any() else None
+    """Mean of (F/σ_F)² over the bins of :func:`_measured`; None (undefined) if there are none."""
+    measured = _measured(free_energy, error)
+    if not measured.any():
+        return None
+    return float(np.mean((free_energy[measured] / error[measured]) ** 2))
 
 
 def _span(free_energy: np.ndarray):
@@ -93,6 +118,7 @@ def add_arguments(parser):
 
 
 def run(args):
+    check_bins(args.bins_cos, args.bins_phi)
     positions = read_trajectory(args.positions, "length")
     molecules = water_molecules(positions.symbols)
     axes = molecular_axes(whole_molecules(positions.values, positions.cells, molecules))
@@ -115,7 +141,9 @@ def run(args):
     azimuth.axhline(0.0, color="grey", lw=0.8)
     azimuth.set(xlabel="φ (°)", ylabel="F (k_B T)")
     chi2 = result["chi2_per_bin_vs_flat"]
+    unmeasured = result["bins_without_spread"]
     message = (f"{result['n_samples']} orientations: max |F| {limit:.3g} k_B T, χ²/bin against flat "
-               f"{'undefined (no bin with an error bar)' if chi2 is None else f'{chi2:.3g}'}, "
-               f"{result['empty_bins']} empty bins")
+               f"{'n/a (no bin has a spread between blocks)' if chi2 is None else f'{chi2:.3g}'}, "
+               f"{result['empty_bins']} empty bins"
+               + (f", {unmeasured} occupied bins without spread between blocks" if unmeasured else ""))
     return result, fig, message

@@ -1,7 +1,7 @@
 """Longitudinal and transverse correlations of molecular dipole directions versus O-O distance.
 
-For molecules i, j whose oxygens are r_ij apart (unit vector r̂ along r_ij, nearest periodic
-images), with μ̂ the unit dipole direction (O → midpoint of the two H, as for fixed point charges):
+For molecules i, j whose oxygens are r_ij apart (unit vector r̂ along r_ij, every periodic
+image closer than r_max), with μ̂ the unit dipole direction (O → midpoint of the two H, as for fixed point charges):
 
     C_L(r) = ⟨(μ̂_i·r̂)(μ̂_j·r̂)⟩                         (components along the O-O axis)
     C_T(r) = ⟨μ̂_i·μ̂_j − (μ̂_i·r̂)(μ̂_j·r̂)⟩ / 2          (per direction perpendicular to it)
@@ -9,7 +9,8 @@ images), with μ̂ the unit dipole direction (O → midpoint of the two H, as fo
 averaged over all pairs at distance r and all frames, so C_L + 2 C_T = ⟨μ̂_i·μ̂_j⟩.
 Independent random orientations give 0 for both; all dipoles parallel and isotropic pair
 directions give 1/3 for both. Error bars: block averages over frames. The bins end at r_max
-exactly (as in g(r)). The trajectory needs a periodic cell.
+exactly, and r_max is checked, as in g(r) (a warning beyond half the cell's smallest width). The
+trajectory needs a periodic cell.
 """
 
 import numpy as np
@@ -18,12 +19,12 @@ from .errors import AnalysisError
 from .ipi_files import read_trajectory
 from .molecules import molecular_axes, water_molecules, whole_molecules
 from .output import figure
-from .pairs import add_binning_arguments, bins_note, distance_edges, pairs_within
+from .pairs import add_binning_arguments, bins_note, check_cutoff, distance_edges, pairs_within
 from .stats import block_error
 
 NAME = "orientation-correlation"
 HELP = "longitudinal and transverse dipole-direction correlations versus O-O distance"
-EXAMPLE = "pet-analyze orientation-correlation bulk.pos_0.xyz --r-max 8 --bin 0.25 --out bulk-dipole-corr"
+EXAMPLE = "pet-analyze orientation-correlation bulk.pos_0.xyz --r-max 6 --bin 0.25 --out bulk-dipole-corr"
 
 
 def pair_sums(oxygens: np.ndarray, axes: np.ndarray, cells: np.ndarray, edges: np.ndarray):
@@ -46,12 +47,12 @@ def pair_sums(oxygens: np.ndarray, axes: np.ndarray, cells: np.ndarray, edges: n
     return counts, longitudinal, transverse
 
 
-def orientation_correlations(oxygens, axes, cells, r_max: float, bin_width: float, n_blocks: int) -> dict:
-    """C_L(r), C_T(r) with block errors and pair counts; AnalysisError if no pair is within r_max."""
-    edges = distance_edges(r_max, bin_width)
+def orientation_correlations(oxygens, axes, cells, edges: np.ndarray, n_blocks: int) -> dict:
+    """C_L(r), C_T(r) with block errors and pair counts in the bins ``edges`` (B + 1,) Å from
+    :func:`distance_edges`; AnalysisError if no pair is within the last edge."""
     counts, longitudinal, transverse = pair_sums(oxygens, axes, cells, edges)
     if not counts.any():
-        raise AnalysisError(f"no molecule pairs within --r-max {r_max} Å ({oxygens.shape[1]} molecules)")
+        raise AnalysisError(f"no molecule pairs within --r-max {edges[-1]} Å ({oxygens.shape[1]} molecules)")
 
     def ratio(sums, part):
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -67,16 +68,17 @@ def orientation_correlations(oxygens, axes, cells, r_max: float, bin_width: floa
 
 def add_arguments(parser):
     parser.add_argument("positions", help="i-PI positions trajectory (xyz or extxyz)")
-    add_binning_arguments(parser, 8.0, 0.25, "O-O distance")
+    add_binning_arguments(parser, 6.0, 0.25, "O-O distance")
 
 
 def run(args):
+    edges = distance_edges(args.r_max, args.bin)
     positions = read_trajectory(args.positions, "length")
     positions.require_cell("the O-O pair correlations need one")
     molecules = water_molecules(positions.symbols)
+    check_cutoff(len(molecules), positions.cells, args.r_max, args.positions)
     whole = whole_molecules(positions.values, positions.cells, molecules)
-    result = orientation_correlations(whole[:, :, 0], molecular_axes(whole), positions.cells,
-                                      args.r_max, args.bin, args.blocks)
+    result = orientation_correlations(whole[:, :, 0], molecular_axes(whole), positions.cells, edges, args.blocks)
     result["units"] = {"r": "angstrom"}
     fig, (axis,) = figure(1, width=7.0)
     filled = result["pairs"] > 0
