@@ -28,14 +28,10 @@ from grids.averaging import RawModel, make_evaluator
 from grids.quadrature import GridTooLarge, parse_grid_spec
 from pet.compute import Properties
 from pet.model import PET
-from pet.neighbors import Graph
+from pet.neighbors import OVERLAP_DISTANCE, Graph
 from pet.verlet import VerletGraphs
 
 from .protocol import Answer, Structure
-
-OVERLAP_DISTANCE = 0.3
-"""Two atoms closer than this (Å) are reported as overlapping (a structure that blew up)."""
-
 
 class StructureError(ValueError):
     """A structure the model cannot evaluate (empty, NaN or infinite, overlapping atoms, unknown species)."""

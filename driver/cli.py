@@ -2,6 +2,7 @@
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -10,10 +11,11 @@ from typing import List, Optional, Tuple
 import torch
 
 from pet.allocator import retain_freed_memory
-from pet.arguments import OneLineParser, finite_float, non_negative_int
+from pet.arguments import OneLineParser, finite_float, non_negative_int, positive_int
 from pet.calculator import load_model
 from pet.checkpoint import CheckpointError
 from pet.models import default_model_path
+from pet.verlet import MAX_SKIN
 
 from . import runner
 from .channels import Channel, LastRaw, parse_mode
@@ -21,9 +23,6 @@ from .protocol import SOCKETS_PREFIX, Address
 from .species import DEFAULT_UNIT, Species, SpeciesError
 
 log = logging.getLogger("pet-driver")
-
-MAX_SKIN = 10.0
-"""The largest neighbour-list skin (Å): a larger one only makes the neighbour list slower."""
 
 DESCRIPTION = """\
 Serve a PET model to i-PI: connect to i-PI's sockets and answer its force requests.
@@ -42,11 +41,21 @@ examples:
 
 species: i-PI sends positions only. The atom order comes from --template, else from a
 'species: FORMULA' entry in the ffsocket's <parameters>, else from --species (default OH2: atoms
-O, H, H, molecule after molecule; the atom count must then be a multiple of 3).
+O, H, H, molecule after molecule; the atom count must then be a multiple of 3). A --template or
+--species with elements the model does not know is refused before connecting.
 
 exit status: 0 when i-PI sent EXIT (or closed the socket between messages) on every socket, 1 on
 an error (model, structure, species, connection lost mid-message: one line on stderr), 2 on a
 command-line mistake, 130 when interrupted (Ctrl-C, SIGTERM)."""
+
+
+def default_model_text() -> str:
+    """How --help names the default model: its path now, or why there is none (a blank
+    $PET_IPI_MODEL), so that the help never fails."""
+    try:
+        return str(default_model_path())
+    except ValueError as error:
+        return str(error)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,17 +70,17 @@ def build_parser() -> argparse.ArgumentParser:
                              "--channel raw=unix:pet-raw --channel 2i=unix:pet-2i")
     parser.add_argument("--sockets-prefix", default=SOCKETS_PREFIX, metavar="PREFIX",
                         help=f"unix:NAME is the socket file PREFIX+NAME, as i-PI's <simulation "
-                             f"sockets_prefix> (default {SOCKETS_PREFIX}); the whole path may have "
-                             f"at most 107 bytes")
+                             f"sockets_prefix> (default {SOCKETS_PREFIX}; its folder must exist); the "
+                             f"whole path may have at most 107 bytes")
     parser.add_argument("--model", metavar="PATH",
                         help=f"PET checkpoint (default: $PET_IPI_MODEL or the shipped model, "
-                             f"now {default_model_path()})")
+                             f"now {default_model_text()})")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
                         help="where the model runs (default cpu; cuda: the first GPU torch sees)")
     parser.add_argument("--dtype", default="float64", choices=["float32", "float64"],
                         help="floating-point precision of the model (default float64: forces "
                              "consistent with the energy to round-off, for energy conservation)")
-    parser.add_argument("--threads", type=int, default=None, metavar="N",
+    parser.add_argument("--threads", type=positive_int, default=None, metavar="N",
                         help="CPU threads of the model (default: torch's, one per core); give fewer "
                              "when other jobs share the cores: torch's threads wait for each other, and "
                              "one molecule took 122 ms per evaluation on 2 threads against 14 ms on 1 "
@@ -85,14 +94,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--template", metavar="FILE",
                         help="structure file (any format ASE reads, e.g. i-PI's init.xyz) giving "
                              "the species in i-PI's atom order")
-    parser.add_argument("--species", default=DEFAULT_UNIT, metavar="FORMULA",
-                        help=f"repeating unit of the atom order when there is no template "
-                             f"(default {DEFAULT_UNIT}: O, H, H per molecule)")
+    parser.add_argument("--species", metavar="FORMULA",
+                        help=f"repeating unit of the atom order instead of --template, element "
+                             f"symbols the model knows (default {DEFAULT_UNIT}: O, H, H per molecule)")
     parser.add_argument("--seed", type=non_negative_int, default=None,
                         help="seed of the random channels, an integer >= 0 (default: fresh randomness)")
-    parser.add_argument("--chunk-size", type=int, default=None, metavar="K",
+    parser.add_argument("--chunk-size", type=positive_int, default=None, metavar="K",
                         help="at most K rotated copies per forward pass (bounds memory; default automatic)")
-    parser.add_argument("--max-memory", type=float, default=None, metavar="MB",
+    parser.add_argument("--max-memory", type=finite_float(0.0, low_allowed=False, unit=" MB"),
+                        default=None, metavar="MB",
                         help="instead of --chunk-size: as many rotated copies per pass as fit in MB "
                              "megabytes (estimated from one copy; for GPUs, on a CPU the default is faster)")
     parser.add_argument("--connect-timeout", type=finite_float(0.0, unit=" s"), default=60.0,
@@ -137,14 +147,25 @@ def check_device(device: str) -> None:
         raise ValueError("--device cuda: torch sees no CUDA device on this machine: use --device cpu")
 
 
-def check_template_species(model, species: Species) -> None:
-    """SpeciesError naming the elements of a template the model does not know (before i-PI connects)."""
-    if not species.exact:
-        return  # a repeating unit may still be replaced by the species in i-PI's INIT
-    try:
-        model.species_index(torch.as_tensor(species.unit))
-    except ValueError as error:
-        raise SpeciesError(f"{species.source}: {error}") from None
+def check_socket_folders(specs: List[Tuple[str, Address]]) -> None:
+    """ValueError if the folder of a unix socket file (``--sockets-prefix`` + NAME) does not exist:
+    i-PI makes its socket files there but not the folder, so it could not start."""
+    for _, address in specs:
+        folder = os.path.dirname(address.path) or "."
+        if address.kind == "unix" and not os.path.isdir(folder):
+            raise ValueError(f"--sockets-prefix {address.prefix}: there is no folder {folder} for the "
+                             f"socket file {address.path} (i-PI makes its socket files, not their "
+                             "folder): create it, or give the <simulation sockets_prefix> of the i-PI input")
+
+
+def species_of(args) -> Species:
+    """The species of --template, else of --species (default OH2); SpeciesError or ValueError
+    if they cannot be read, or both options are given."""
+    if args.template is not None and args.species is not None:
+        raise ValueError("give either --template or --species, not both")
+    if args.template is not None:
+        return Species.from_template(args.template)
+    return Species.repeating(args.species or DEFAULT_UNIT)
 
 
 def _terminate(signum, frame):
@@ -152,19 +173,28 @@ def _terminate(signum, frame):
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    """pet-driver with the command line ``argv``: the exit status. Ctrl-C or SIGTERM, also while
+    torch starts or the model loads, ends it with one line and status 130."""
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return serve_channels(argv)
+    except KeyboardInterrupt:
+        print("pet-driver: interrupted", file=sys.stderr, flush=True)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def serve_channels(argv: Optional[List[str]]) -> int:
+    """Check the command line ``argv``, load the model and serve the channels: the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="pet-driver: %(message)s", stream=sys.stderr)
     try:
         specs = channel_specs(args)
-        species = Species.from_template(args.template) if args.template else Species.repeating(args.species)
+        check_socket_folders(specs)
+        species = species_of(args)
         check_device(args.device)
-        if args.threads is not None and args.threads < 1:
-            raise ValueError("--threads must be at least 1")
-        if args.chunk_size is not None and args.chunk_size < 1:
-            raise ValueError("--chunk-size must be at least 1")
-        if args.max_memory is not None and not args.max_memory > 0:
-            raise ValueError("--max-memory must be positive")
         if args.max_memory is not None and args.chunk_size is not None:
             raise ValueError("give either --chunk-size or --max-memory, not both")
     except (ValueError, SpeciesError) as error:
@@ -174,19 +204,20 @@ def main(argv: Optional[List[str]] = None) -> int:
         torch.set_num_threads(args.threads)
     try:
         model = load_model(args.model, args.device, args.dtype)
-        check_template_species(model, species)
-    except SpeciesError as error:
-        log.error("%s", error)
-        return 1
     except CheckpointError as error:
         log.error("cannot load the model: %s (give one with --model PATH)", error)
         return 1
     except ValueError as error:
         log.error("cannot load the model: %s", error)
         return 1
-    except KeyboardInterrupt:
-        log.error("interrupted")
-        return 130
+    if species.exact or args.species is not None:  # the default unit may be replaced in i-PI's INIT
+        try:
+            species.check_known(model.species)
+        except SpeciesError as error:
+            if args.species is not None:
+                parser.error(f"argument --species: {error}")
+            log.error("%s", error)
+            return 1
     log.info("model %s (%s, %s, %d CPU thread(s)), species %s", args.model or default_model_path(),
              args.device, args.dtype, torch.get_num_threads(), species.source)
     lock, last_raw = threading.Lock(), LastRaw()
@@ -195,11 +226,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                                  chunk_size=args.chunk_size, max_memory=max_memory,
                                  last_raw=last_raw, skin=args.skin), address)
              for k, (mode, address) in enumerate(specs)]
-    previous = signal.signal(signal.SIGTERM, _terminate)
-    try:
-        return runner.run(tasks, species, timeout=args.connect_timeout, retry=args.retry)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    return runner.run(tasks, species, timeout=args.connect_timeout, retry=args.retry)
 
 
 if __name__ == "__main__":

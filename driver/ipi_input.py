@@ -11,6 +11,7 @@ File names in the input may start with ``$PET_IPI_SHARED`` (the project's shared
 replaces it, so that inputs name data files without copying them.
 """
 
+import math
 import os
 import socket
 import xml.etree.ElementTree as ElementTree
@@ -38,6 +39,8 @@ DEFAULT_SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 OUTPUT_ELEMENTS = ("properties", "trajectory", "checkpoint")
 """<output> children with a stride (in steps)."""
+TOTAL_STEPS = "<total_steps>"
+"""How --mts errors name the input's number of steps."""
 
 PES_MODULE = "driver.ipi_pes"
 PES_FILE = Path(__file__).resolve().with_name("ipi_pes.py")
@@ -271,14 +274,16 @@ class IPIInput:
         motion = self.root.find("./system/motion")
         return motion is not None and motion.get("mode") == "minimize"
 
-    def set_mts(self, inner_steps: int) -> None:
+    def set_mts(self, inner_steps: int, steps: Optional[int] = None) -> None:
         """Split each outer step into ``inner_steps`` MTS steps (1: no MTS, every force at every
         step), keeping the inner time step, the simulated time and the output times.
 
         The input must have two MTS levels (``<nmts>[1, N]</nmts>``). With 1 the forces get the sum
         of their ``mts_weights`` as their weight (raw [-1, 1] becomes weight 0: evaluated only for
-        the outputs that name it). <total_steps> and output strides scale by N / ``inner_steps``
-        (strides rounded, at least 1).
+        the outputs that name it). The output strides, and <total_steps> unless ``steps`` replaces
+        it (outer steps of the new split: pet-run's --steps), scale by N / ``inner_steps``;
+        InputError if one of them would then not be a whole number of steps (the error names it
+        and the values of ``inner_steps`` that keep them all).
         """
         if inner_steps < 1:
             raise InputError("--mts must be at least 1")
@@ -289,6 +294,8 @@ class IPIInput:
             raise InputError(f"{self.path.name} has no two-level multiple time stepping "
                              "(<nmts>[1, N]</nmts>): --mts needs one")
         old = levels[1]
+        intervals = self._step_counts(with_total=steps is None)
+        _check_mts_split(intervals, old, inner_steps)
         timestep = dynamics.find("timestep")
         timestep.text = repr(float(timestep.text) / old * inner_steps)
         if inner_steps == 1:
@@ -301,13 +308,31 @@ class IPIInput:
                     force.set("weight", f"{float(force.get('weight', 1.0)) * total:g}")
         else:
             nmts.text = f"[1, {inner_steps}]"
-        if self.total_steps is not None:
-            self.total_steps = max(1, round(self.total_steps * old / inner_steps))
+        for element, _, count in intervals:
+            if element is self.root:
+                self.total_steps = count * old // inner_steps
+            else:
+                element.set("stride", str(count * old // inner_steps))
+        if steps is not None:
+            self.total_steps = steps
+
+    def _step_counts(self, with_total: bool) -> list:
+        """(element, what, count) of every count of (outer) steps the input sets: the stride of
+        each output (i-PI's default 1) and, if ``with_total``, <total_steps> (element: the root);
+        InputError if one is not a positive integer."""
         output = self.root.find("output")
+        found = []
         for element in output.iter() if output is not None else []:
             if element.tag in OUTPUT_ELEMENTS:
-                stride = int(element.get("stride", 1))
-                element.set("stride", str(max(1, round(stride * old / inner_steps))))
+                name = element.get("filename")
+                what = f"the stride of <{element.tag}{f' filename={name!r}' if name else ''}>"
+                found.append((element, what, element.get("stride", "1")))
+        if with_total and self.total_steps is not None:
+            found.append((self.root, TOTAL_STEPS, str(self.total_steps)))
+        for element, what, text in found:
+            if not text.strip().isdigit() or int(text) < 1:
+                raise InputError(f"{what} in {self.path.name} is {text!r}: it must be a positive integer")
+        return [(element, what, int(text)) for element, what, text in found]
 
     def per_atom_files(self) -> list:
         """(tag, file name) of the <initialize> children read from a structure file with one entry
@@ -358,6 +383,30 @@ class IPIInput:
         path = Path(path)
         self.tree.write(path)
         return path
+
+
+def _check_mts_split(counts: list, old: int, inner_steps: int) -> None:
+    """InputError if a count of outer steps of ``old`` inner steps (``counts``: (element, what,
+    count)) is not a whole number of outer steps of ``inner_steps`` inner steps, naming it and
+    the values of ``inner_steps`` that keep every count (the divisors of their common divisor)."""
+    wrong = [(what, count) for _, what, count in counts if count * old % inner_steps]
+    if not wrong:
+        return
+    what, count = wrong[0]
+    common = math.gcd(*(count * old for _, _, count in counts))
+    allowed = [str(n) for n in _divisors(common)]
+    shown = ", ".join(allowed[:-1]) + f" or {allowed[-1]}" if len(allowed) > 1 else allowed[0]
+    total = any(what == TOTAL_STEPS for _, what, _ in counts)
+    kept = "every output time" + (" and the simulated time" if total else "")
+    raise InputError(f"--mts {inner_steps}: {what} is {count} outer step{'s' * (count != 1)} of {old} "
+                     f"inner steps ({count * old} inner steps), not a whole number of outer steps of "
+                     f"{inner_steps} inner steps: use --mts {shown}, which keep {kept} exactly")
+
+
+def _divisors(number: int) -> List[int]:
+    """The divisors of the positive integer ``number``, in increasing order."""
+    small = [n for n in range(1, math.isqrt(number) + 1) if number % n == 0]
+    return small + [number // n for n in reversed(small) if n * n != number]
 
 
 def shared_data_dir() -> Path:

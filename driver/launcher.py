@@ -26,12 +26,15 @@ from typing import List, Optional
 
 import torch
 
-from pet.arguments import OneLineParser, finite_float
+from pet.arguments import OneLineParser, finite_float, positive_int
 from pet.calculator import load_model
 from pet.models import default_model_path
+from pet.output_paths import writable_folder
 
+from .cli import default_model_text
 from .ipi_input import TEMPLATE_MODES, InputError, IPIInput, SocketChannel
 from .protocol import SOCKETS_PREFIX
+from .species import DEFAULT_UNIT, Species
 from .start_structure import atom_count, pick_frame, read_frames, write_start
 
 COPY_NAME = "pet-run-input.xml"
@@ -56,15 +59,27 @@ examples:
 
 An input with only in-process forcefields (<ffdirect> running pet-ipi's PES, e.g.
 inputs/mts-inprocess) runs i-PI alone; --grid, --model, --device, --dtype and the start structure
-(as template) then go into their <parameters>, and their models are loaded once before i-PI starts,
-to check them. A <simulation sockets_prefix> is passed on to pet-driver. File names in the input may
-start with $PET_IPI_SHARED (default: shared/data beside the checkout).
+(as template) then go into their <parameters>. Every model (in-process, or the one pet-driver is to
+serve here) is loaded once before i-PI starts, to check it and the species it is given. A
+<simulation sockets_prefix> is passed on to pet-driver (its folder is made if missing). --mts N must
+split every output stride and <total_steps> into whole steps (the error names the N that do). File
+names in the input may start with $PET_IPI_SHARED (default: shared/data beside the checkout).
 exit status: 0 when i-PI finished and the driver ended on i-PI's EXIT, 1 on a failure of either
-(the last lines of its log are shown), 2 on a command-line mistake, 130 when interrupted."""
+(the last lines of its log are shown), 2 on a mistake found before anything starts (options, input,
+model), 130 when interrupted."""
 
 
 class Stop(Exception):
     """SIGTERM received."""
+
+
+def frame_number(text: str) -> int:
+    """The argparse type of --frame: an integer, from 0 (negative: from the end, -1 the last)."""
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer (0: the first structure, -1: the last), "
+                                         f"got {text!r}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,16 +88,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run an i-PI input folder with pet-driver: start both, show the progress, "
                     "stop both cleanly.")
     parser.add_argument("folder", help="folder with the i-PI input (input.xml) and its files")
-    parser.add_argument("--steps", type=int, metavar="N", help="number of (outer) MD steps, "
+    parser.add_argument("--steps", type=positive_int, metavar="N", help="number of (outer) MD steps, "
                         "replacing the input's <total_steps>")
     parser.add_argument("--grid", metavar="G", help="serve every averaged channel with G instead "
                         "of the grid its ffsocket names: a grid (e.g. 3i), raw or random")
-    parser.add_argument("--mts", type=int, metavar="N", help="split each outer step into N inner "
-                        "steps (input with <nmts>[1, M]</nmts>; 1: every force at every step), "
-                        "keeping the inner step, the simulated time and the output times")
+    parser.add_argument("--mts", type=positive_int, metavar="N", help="split each outer step into N "
+                        "inner steps (input with <nmts>[1, M]</nmts>; 1: every force at every step), "
+                        "keeping the inner step, the simulated time and the output times (N must "
+                        "split every output stride and <total_steps> exactly)")
     parser.add_argument("--structure", metavar="FILE", help="start from this structure (any file "
                         "ASE reads, or i-PI's xyz) instead of the input's <file>")
-    parser.add_argument("--frame", type=int, metavar="K", help="start from structure K (from 0; "
+    parser.add_argument("--frame", type=frame_number, metavar="K", help="start from structure K (from 0; "
                         "-1: the last) of a file holding several (the ice cells, a trajectory)")
     parser.add_argument("--run-dir", metavar="DIR", help="run in DIR (created; the folder's input "
                         "files are copied there) instead of the folder itself")
@@ -93,14 +109,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--print-driver-command", action="store_true", help="prepare the run "
                         "directory, print the pet-driver command serving it and exit")
     parser.add_argument("--model", metavar="PATH", help="PET checkpoint (default: $PET_IPI_MODEL "
-                        f"or the shipped model, now {default_model_path()})")
+                        f"or the shipped model, now {default_model_text()})")
     parser.add_argument("--device", choices=["cpu", "cuda"], help="where the model runs, in "
                         "pet-driver or inside i-PI (default: cpu; for in-process forcefields, the "
                         "device of their <parameters>)")
     parser.add_argument("--dtype", choices=["float32", "float64"], help="floating-point precision "
                         "of the model (default: float64; for in-process forcefields, the dtype of "
                         "their <parameters>)")
-    parser.add_argument("--threads", type=int, metavar="N", help="CPU threads of each pet-driver "
+    parser.add_argument("--threads", type=positive_int, metavar="N", help="CPU threads of each pet-driver "
                         "(default: torch's, one per core; 1 when other jobs share the cores)")
     parser.add_argument("--timeout", type=finite_float(0.0, low_allowed=False, unit=" s"),
                         metavar="SECONDS",
@@ -200,11 +216,19 @@ def set_in_process(xml: IPIInput, args, run_dir: Path) -> None:
                        device=args.device, dtype=args.dtype, template=xml.template(run_dir))
 
 
+def load_checked(path: Path, dtype: str):
+    """The model at ``path``, loaded on the CPU as ``dtype``; InputError if it does not load."""
+    try:
+        return load_model(path, "cpu", dtype)
+    except ValueError as error:
+        raise InputError(f"cannot load the model: {error}") from None
+
+
 def check_in_process(xml: IPIInput, run_dir: Path) -> None:
-    """InputError if an in-process forcefield asks for a device this machine lacks or names a
-    model that does not load (each model loaded once, on the CPU; paths taken in ``run_dir``,
-    where i-PI runs), so that i-PI does not start only to fail."""
-    checked = set()
+    """InputError if an in-process forcefield asks for a device this machine lacks, names a model
+    that does not load (each model loaded once, on the CPU; paths taken in ``run_dir``, where i-PI
+    runs) or species that model does not know, so that i-PI does not start only to fail."""
+    models = {}
     for element in xml.in_process():
         parameters = xml.in_process_parameters(element)
         name = element.get("name", "")
@@ -212,14 +236,31 @@ def check_in_process(xml: IPIInput, run_dir: Path) -> None:
             raise InputError(f"ffdirect {name!r} runs the model on cuda, but torch sees no CUDA "
                              "device on this machine: use --device cpu")
         model = parameters.get("model")
-        path = default_model_path() if model is None else run_dir / str(model)
-        dtype = str(parameters.get("dtype", "float64"))
-        if (path, dtype) not in checked:
-            try:
-                load_model(path, "cpu", dtype)
-            except ValueError as error:
-                raise InputError(f"ffdirect {name!r}: cannot load the model: {error}") from None
-            checked.add((path, dtype))
+        key = (default_model_path() if model is None else run_dir / str(model),
+               str(parameters.get("dtype", "float64")))
+        try:
+            if key not in models:
+                models[key] = load_checked(*key)
+            in_process_species(parameters, run_dir).check_known(models[key].species)
+        except ValueError as error:
+            raise InputError(f"ffdirect {name!r}: {error}") from None
+
+
+def in_process_species(parameters: dict, run_dir: Path) -> Species:
+    """The species an in-process forcefield with ``parameters`` gives its atoms: its ``template``
+    (taken in ``run_dir``), else its ``species`` (default OH2), as :mod:`driver.ipi_pes` does."""
+    if parameters.get("template"):
+        return Species.from_template(run_dir / str(parameters["template"]))
+    return Species.repeating(str(parameters.get("species", DEFAULT_UNIT)))
+
+
+def check_driver_model(args, template: Optional[Path]) -> None:
+    """InputError if the model pet-driver is to serve (--model, loaded here on the CPU) does not
+    load or does not know the elements of its ``template`` (the start structure), so that i-PI
+    does not start only to lose its driver."""
+    model = load_checked(args.model or default_model_path(), args.dtype or "float64")
+    if template is not None:
+        Species.from_template(template).check_known(model.species)
 
 
 def driver_command(channels: List[SocketChannel], args, template: Optional[Path],
@@ -327,6 +368,21 @@ def _raise_stop(signum, frame):
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    """pet-run with the command line ``argv``: the exit status. Ctrl-C or SIGTERM, also while the
+    input is prepared and its models load, stops everything with one line and status 130."""
+    previous = signal.signal(signal.SIGTERM, _raise_stop)
+    try:
+        return launch(argv)
+    except (KeyboardInterrupt, Stop):
+        print("pet-run: interrupted", file=sys.stderr, flush=True)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def launch(argv: Optional[List[str]]) -> int:
+    """Prepare the run directory for the command line ``argv``, run i-PI and pet-driver there and
+    stop both: the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
     folder = Path(args.folder).resolve()
@@ -340,13 +396,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.grid is not None:
             xml.set_grid(args.grid)
         if args.mts is not None:
-            xml.set_mts(args.mts)
-        if args.steps is not None:
-            if args.steps < 1:
-                raise InputError("--steps must be at least 1")
+            xml.set_mts(args.mts, args.steps)
+        elif args.steps is not None:
             xml.total_steps = args.steps
-        if args.threads is not None and args.threads < 1:
-            raise InputError("--threads must be at least 1")
         if args.inet is not None:
             xml.use_inet(*parse_inet(args.inet))
         else:
@@ -354,13 +406,19 @@ def main(argv: Optional[List[str]] = None) -> int:
         channels = xml.channels()
         if args.print_driver_command and not channels:
             raise InputError(f"{source.name} has no <ffsocket>: there is no driver to start")
-        if channels and not (args.no_driver or args.print_driver_command):
+        local_driver = bool(channels) and not (args.no_driver or args.print_driver_command)
+        if local_driver:
             check_local_device(args.device)
         if run_dir != folder:
             copy_inputs(folder, run_dir, xml.output_prefix)
         set_start(xml, folder, run_dir, args.structure, args.frame)
         set_in_process(xml, args, run_dir)
         check_in_process(xml, run_dir)
+        if local_driver:
+            check_driver_model(args, xml.template(run_dir))
+        if any(channel.address.kind == "unix" for channel in channels):
+            writable_folder(Path(os.path.dirname(xml.sockets_prefix)),
+                            f"the <simulation sockets_prefix> of {source.name}")
     except (InputError, ValueError, OSError) as error:
         print(f"pet-run: error: {error}", file=sys.stderr)
         return 2
@@ -373,7 +431,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.threads is not None and xml.in_process():  # torch inside i-PI takes its threads from it
         environment["OMP_NUM_THREADS"] = str(args.threads)
 
-    signal.signal(signal.SIGTERM, _raise_stop)
     ipi = driver = None
     ipi_log, driver_log = run_dir / "pet-run-ipi.log", run_dir / "pet-run-driver.log"
     properties = xml.properties_file()

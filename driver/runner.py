@@ -3,11 +3,15 @@
 Every worker connects to its address (retrying while i-PI starts, if asked) and runs the client
 loop. The process ends when every socket has ended: status 0 if each ended on EXIT or was closed by
 the server between messages (ASE's server closes without EXIT), 1 as soon as one fails (the other
-sockets are then closed, so that i-PI sees the driver go), 130 on Ctrl-C or SIGTERM.
+sockets are then closed, so that i-PI sees the driver go), 130 on Ctrl-C or SIGTERM. A socket
+that is still in a model call when the others are done (after a failure or an interrupt, the
+evaluation of a large structure) is not waited for: the process then ends at once.
 """
 
 import logging
+import os
 import queue
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -136,4 +140,19 @@ def run(tasks: List[Task], species: Species, timeout: float = 60.0, retry: bool 
             if worker not in reported:
                 report(worker)
         status = 130
+    for worker in reported:
+        worker.join()  # past its last report: ends at once
+    if any(worker.is_alive() for worker in workers):
+        leave(status)
     return status
+
+
+def leave(status: int) -> None:
+    """End the process now with ``status``, leaving behind the workers that have not ended (in a
+    model call, or waiting on a socket that i-PI keeps open): the interpreter's normal exit would
+    abort (status 134, "terminate called without an active exception") when it tears torch down
+    under a thread still computing."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 from ase.data import chemical_symbols
+from ase.formula import Formula
 from ase.io import read
 from ase.symbols import string2symbols
 
@@ -19,8 +20,10 @@ class SpeciesError(ValueError):
     """The atoms i-PI sent cannot be given species (count mismatch, bad formula or template)."""
 
 
-def _describe(numbers) -> str:
-    return "".join(chemical_symbols[z] for z in numbers)
+def _formula(numbers) -> str:
+    """The chemical formula of atomic numbers ``numbers`` in Hill order, short whatever their count
+    (192 water atoms: H128O64)."""
+    return Formula.from_list([chemical_symbols[z] for z in numbers]).format("hill")
 
 
 class Species:
@@ -62,12 +65,22 @@ class Species:
             raise SpeciesError(f"cannot read the template {path}: {error}") from None
         return cls(numbers, exact=True, source=f"the template {path}")
 
+    def check_known(self, known) -> None:
+        """SpeciesError naming the elements of these species that are not among the atomic numbers
+        ``known`` (a model's species list)."""
+        unknown = sorted(set(self.unit.tolist()) - {int(z) for z in known})
+        if unknown:
+            raise SpeciesError(f"{self.source}: this model knows only "
+                               f"{', '.join(chemical_symbols[z] for z in sorted(known))}; "
+                               f"{'the structure' if self.exact else 'the unit'} contains "
+                               f"{', '.join(chemical_symbols[z] for z in unknown)}")
+
     def numbers(self, n_atoms: int) -> np.ndarray:
         """Atomic numbers (n_atoms,); SpeciesError if ``n_atoms`` does not fit."""
         size = self.unit.size
         if self.exact and n_atoms != size:
             raise SpeciesError(f"i-PI sent {n_atoms} atoms but {self.source} has {size} "
-                               f"({_describe(self.unit)})")
+                               f"({_formula(self.unit)})")
         if not self.exact and n_atoms % size:
             raise SpeciesError(
                 f"i-PI sent {n_atoms} atoms, not a multiple of the {size} atoms of {self.source}: "

@@ -212,7 +212,11 @@ def main(argv=None) -> int:
         parser.error(f"--threads must be at least 1, got {args.threads}")
     if args.quick and args.scale != 1.0:
         parser.error("--quick and --scale exclude each other")
-    model = Path(args.model or default_model_path()).resolve()
+    try:
+        model = Path(args.model or default_model_path()).resolve()
+    except ValueError as error:  # $PET_IPI_MODEL set but empty
+        print(f"run_experiments: {error}", file=sys.stderr)
+        return 2
     if not model.is_file():
         print(f"run_experiments: no model at {model} (give one with --model or $PET_IPI_MODEL)", file=sys.stderr)
         return 2

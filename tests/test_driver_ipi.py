@@ -6,6 +6,7 @@ timeout and is killed at the end of its test.
 
 import re
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pytest
 import torch
 from ase.build import molecule
 
-from driver import cli
+from driver import cli, runner
 from driver.protocol import EV_PER_HARTREE
 from driver_processes import (EV_PER_ANGSTROM_IN_AU, driver_command, ipi_command, ipi_orientation,
                               log_text, processes, read_first_frame, read_properties, unique_name,
@@ -312,6 +313,13 @@ def test_command_line_errors(processes, tmp_path, tiny_checkpoint, capsys, caplo
     (["--connect-timeout", "inf"], "got 'inf'"),
     (["--retry", "--channel", "raw=unix:" + "a" * 150], "is 159 bytes long, more than the 107 the OS allows"),
     (["--sockets-prefix", "/" + "d" * 100], "bad address 'unix:pet-raw': the socket file"),
+    (["--threads", "1.5"], "argument --threads: must be a positive integer, got '1.5'"),
+    (["--chunk-size", "0"], "argument --chunk-size: must be a positive integer, got '0'"),
+    (["--max-memory", "inf"], "argument --max-memory: must be a finite number > 0 MB, got 'inf'"),
+    (["--max-memory", "x"], "argument --max-memory: must be a finite number > 0 MB, got 'x'"),
+    (["--template", "init.xyz", "--species", "OH2"], "give either --template or --species, not both"),
+    (["--sockets-prefix", "/nowhere/s_"], "--sockets-prefix /nowhere/s_: there is no folder /nowhere for "
+     "the socket file /nowhere/s_pet-raw (i-PI makes its socket files, not their folder): create it"),
 ])
 def test_driver_rejects_bad_values_before_loading_the_model(arguments, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -344,6 +352,71 @@ def test_a_template_with_elements_the_model_lacks_fails_before_connecting(tmp_pa
                      "--channel", f"raw=unix:{absent}"]) == 1
     assert f"the template {template}: this model knows only H, O; the structure contains C" in caplog.text
     assert "not reachable" not in caplog.text
+
+
+def test_help_works_with_a_blank_model_variable(monkeypatch, capsys):
+    monkeypatch.setenv("PET_IPI_MODEL", "")
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--help"])
+    assert exit_info.value.code == 0 and "--model PATH" in capsys.readouterr().out
+
+
+def test_species_the_model_lacks_are_a_usage_error(tiny_checkpoint, capsys):
+    """--species NaCl: refused once the model is loaded (it knows H and O), before connecting."""
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--model", str(tiny_checkpoint), "--species", "NaCl", "--channel", "raw=unix:x"])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert error.startswith("pet-driver: error: argument --species: the repeating unit NaCl: this model "
+                            "knows only H, O; the unit contains Na, Cl") and error.count("\n") == 1, error
+
+
+def test_ctrl_c_while_starting_is_one_line(monkeypatch, capsys):
+    """An interrupt before the sockets are served (here: while the allocator is set up) ends
+    pet-driver with one line and status 130, not a traceback."""
+    def interrupt():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "retain_freed_memory", interrupt)
+    assert cli.main(["--channel", "raw=unix:x"]) == 130
+    assert capsys.readouterr().err == "pet-driver: interrupted\n"
+
+
+def test_ctrl_c_while_torch_is_imported_is_one_line(processes):
+    """The console entry point (pet.entry.pet_driver) imports the command, and with it torch,
+    inside its own handler: a Ctrl-C at once is one line and status 130, never a traceback."""
+    process = processes.start([sys.executable, "-c", "import sys; from pet.entry import pet_driver; "
+                               "sys.exit(pet_driver())", "--channel", "raw=unix:x"], "driver.log",
+                              cwd=REPOSITORY)
+    time.sleep(0.5)
+    process.send_signal(signal.SIGINT)
+    assert processes.wait(process, 60) == 130, log_text(process)
+    assert log_text(process) == "pet-driver: interrupted\n"
+
+
+def test_ctrl_c_during_a_long_evaluation_ends_with_130(processes, tmp_path, tiny_checkpoint):
+    """SIGINT while a socket thread is inside a model call that outlasts the driver's stop time
+    (grid 20 on two molecules, several seconds): status 130 after that time. (Python's exit under a
+    thread still in torch aborted: status -6, "terminate called without an active exception".)"""
+    waters = molecule("H2O") + molecule("H2O")
+    waters.positions[3:] += [2.9, 0.0, 0.0]
+    waters.cell = [30.0, 30.0, 30.0]
+    write_ipi_xyz(tmp_path / "init.xyz", [waters])
+    name = unique_name("tlong")
+    (tmp_path / "input.xml").write_text(SIMPLE_XML.format(steps=5, nbeads=1, socket=socket("raw", name)))
+    ipi = processes.start(ipi_command("input.xml"), "ipi.log")
+    driver = processes.start(driver_command("--model", tiny_checkpoint, "--retry", "--threads", 1,
+                                            "--channel", f"20=unix:{name}"), "driver.log")
+    wait_for(lambda: "INIT" in log_text(driver), TIMEOUT, "INIT")
+    time.sleep(0.5)
+    driver.send_signal(signal.SIGINT)
+    start = time.monotonic()
+    assert processes.wait(driver, 60) == 130, log_text(driver)
+    assert time.monotonic() - start < runner.STOP_SECONDS + 5
+    assert "interrupted: closing the sockets" in log_text(driver)
+    assert "Traceback" not in log_text(driver) and "terminate called" not in log_text(driver)
+    processes.close()  # i-PI still waits for the forces
+    Path(f"/tmp/ipi_{name}").unlink(missing_ok=True)
 
 
 def test_help_explains_device_and_dtype(capsys):

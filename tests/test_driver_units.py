@@ -88,6 +88,24 @@ def test_species(tmp_path):
         Species.from_template(tmp_path / "missing.xyz")
 
 
+
+def test_species_errors_give_short_formulas():
+    """A 192-atom template in an atom-count error is H128O64, not 192 letters."""
+    bulk = Species(np.tile([8, 1, 1], 64), exact=True, source="the template water-64.xyz")
+    with pytest.raises(SpeciesError) as error:
+        bulk.numbers(3)
+    assert str(error.value) == "i-PI sent 3 atoms but the template water-64.xyz has 192 (H128O64)"
+
+
+def test_species_are_checked_against_the_model_species():
+    Species.repeating("OH2").check_known([1, 8])
+    with pytest.raises(SpeciesError, match="^the repeating unit NaCl: this model knows only H, O; "
+                                           "the unit contains Na, Cl$"):
+        Species.repeating("NaCl").check_known([8, 1])
+    with pytest.raises(SpeciesError, match="^the template t.xyz: this model knows only H, O; the "
+                                           "structure contains C$"):
+        Species([6, 1, 1, 1, 1], exact=True, source="the template t.xyz").check_known([1, 8])
+
 def _structure(atoms):
     return structure_from_ipi(np.asarray(atoms.cell).T / ANGSTROM_PER_BOHR,
                               atoms.positions / ANGSTROM_PER_BOHR)

@@ -174,6 +174,46 @@ def test_mts_option_keeps_inner_step_time_and_output_times():
         IPIInput(INPUTS / "gas-nvt" / "input.xml").set_mts(1)
 
 
+MTS_XML = """<simulation>
+  <output prefix="sim">
+    <properties stride="2" filename="out">[step]</properties>
+    <checkpoint stride="4"/>
+  </output>
+  <total_steps>5</total_steps>
+  <system><motion mode="dynamics"><dynamics mode="nve">
+    <timestep units="femtosecond">3.0</timestep><nmts>[1, 6]</nmts>
+  </dynamics></motion></system>
+</simulation>"""
+"""Outer steps of 6 inner ones (0.5 fs); outputs every 2 and 4 outer steps (12 and 24 inner ones),
+5 outer steps (30 inner ones)."""
+
+
+def test_mts_option_never_rounds_a_count_of_steps(tmp_path):
+    path = tmp_path / "input.xml"
+    path.write_text(MTS_XML)
+    xml = IPIInput(path)
+    xml.set_mts(3)
+    assert [e.get("stride") for e in xml.root.find("output")] == ["4", "8"] and xml.total_steps == 10
+    with pytest.raises(InputError) as error:
+        IPIInput(path).set_mts(4)  # strides 3 and 6, but 7.5 steps
+    assert str(error.value) == (
+        "--mts 4: <total_steps> is 5 outer steps of 6 inner steps (30 inner steps), not a whole number "
+        "of outer steps of 4 inner steps: use --mts 1, 2, 3 or 6, which keep every output time and the "
+        "simulated time exactly")
+    xml = IPIInput(path)
+    xml.set_mts(4, steps=7)  # --steps gives the number of steps of the new split
+    assert [e.get("stride") for e in xml.root.find("output")] == ["3", "6"] and xml.total_steps == 7
+    assert float(xml.root.find("system/motion/dynamics/timestep").text) == 2.0
+    with pytest.raises(InputError, match="^--mts 8: the stride of <properties filename='out'> is 2 outer "
+                                         "steps of 6 inner steps .* use --mts 1, 2, 3, 4, 6 or 12, which "
+                                         "keep every output time exactly$"):
+        IPIInput(path).set_mts(8, steps=7)
+    path.write_text(MTS_XML.replace('<checkpoint stride="4"/>', '<checkpoint stride="x"/>'))
+    with pytest.raises(InputError, match="^the stride of <checkpoint> in input.xml is 'x': it must be a "
+                                         "positive integer$"):
+        IPIInput(path).set_mts(2)
+
+
 def test_grid_option_replaces_only_averaged_channels():
     xml = IPIInput(INPUTS / "bulk-nvt" / "input.xml")
     xml.set_grid("random")
@@ -220,7 +260,10 @@ def test_hpc_dry_run_prints_the_commands_and_an_inet_input(tmp_path, tiny_checkp
 
 
 def test_pet_run_rejects_zero_threads_before_starting_anything(tmp_path, capsys):
-    assert launcher.main([str(INPUTS / "gas-nvt"), "--run-dir", str(tmp_path / "run"), "--threads", "0",
-                          "--print-driver-command"]) == 2
+    with pytest.raises(SystemExit) as exit_info:
+        launcher.main([str(INPUTS / "gas-nvt"), "--run-dir", str(tmp_path / "run"), "--threads", "0",
+                       "--print-driver-command"])
+    assert exit_info.value.code == 2
     error = capsys.readouterr().err
-    assert error.count("\n") == 1 and "--threads must be at least 1" in error
+    assert error.count("\n") == 1 and "argument --threads: must be a positive integer, got '0'" in error
+    assert not (tmp_path / "run").exists()

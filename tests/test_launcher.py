@@ -5,6 +5,7 @@ import re
 import shutil
 import signal
 import sys
+import time
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
@@ -87,11 +88,49 @@ def test_ctrl_c_stops_everything(processes, example, tiny_checkpoint):
     assert not sockets_of(run.pid) and not processes_in(example)
 
 
-def test_driver_failure_stops_ipi(processes, example, tmp_path):
-    run = processes.start(pet_run(example, "--model", tmp_path / "missing.pt", "--timeout", 120), "pet-run.log")
+def test_driver_failure_stops_ipi(processes, example, tmp_path, tiny_checkpoint):
+    """A start structure the driver refuses at its first request (overlapping atoms): pet-run
+    reports the driver's error and stops i-PI."""
+    water = molecule("H2O")
+    water.positions[2] = water.positions[0] + [0.0, 0.0, 0.1]
+    water.cell = [30.0, 30.0, 30.0]
+    ase.io.write(tmp_path / "overlap.xyz", water, format="extxyz")
+    run = processes.start(pet_run(example, "--model", tiny_checkpoint, "--structure", tmp_path / "overlap.xyz",
+                                  "--timeout", 120), "pet-run.log")
     assert processes.wait(run, 150) == 1
-    assert "cannot load the model" in log_text(run)
+    assert "pet-driver failed" in log_text(run) and "atoms 0 and 2 overlap" in log_text(run)
     assert not sockets_of(run.pid) and not processes_in(example)
+
+
+def test_a_driver_model_that_does_not_load_stops_before_ipi(tmp_path, capsys):
+    """The model pet-driver would serve is loaded first: a missing file, or one that is not a
+    checkpoint, is one line and status 2, and nothing starts."""
+    (tmp_path / "notmodel.pt").write_text("not a checkpoint")
+    for model, message in [(tmp_path / "missing.pt", f"no checkpoint file at {tmp_path / 'missing.pt'}"),
+                           (tmp_path / "notmodel.pt", f"{tmp_path / 'notmodel.pt'} is not a pet-ipi checkpoint")]:
+        error = pet_run_error(capsys, EXAMPLE, "--run-dir", tmp_path / "run", "--model", model)
+        assert f"pet-run: error: cannot load the model: {message}" in error
+        assert not (tmp_path / "run" / "pet-run-ipi.log").exists()
+
+
+def test_a_blank_model_variable_is_one_line(tmp_path, monkeypatch, capsys):
+    """PET_IPI_MODEL set but empty: --help still works, a run is refused in one line."""
+    monkeypatch.setenv("PET_IPI_MODEL", "")
+    with pytest.raises(SystemExit) as exit_info:
+        launcher.main(["--help"])
+    assert exit_info.value.code == 0 and "--model PATH" in capsys.readouterr().out
+    assert "PET_IPI_MODEL" in pet_run_error(capsys, EXAMPLE, "--run-dir", tmp_path / "run")
+
+
+def test_a_start_structure_the_model_cannot_take_stops_before_ipi(tmp_path, tiny_checkpoint, capsys):
+    methane = molecule("CH4")
+    methane.cell = [30.0, 30.0, 30.0]
+    ase.io.write(tmp_path / "methane.xyz", methane, format="extxyz")
+    error = pet_run_error(capsys, EXAMPLE, "--run-dir", tmp_path / "run", "--model", tiny_checkpoint,
+                          "--structure", tmp_path / "methane.xyz")
+    assert f"the template {tmp_path / 'run' / launcher.START_NAME}: this model knows only H, O; the " \
+           "structure contains C" in error
+    assert not (tmp_path / "run" / "pet-run-ipi.log").exists()
 
 
 def test_inputs_pet_run_cannot_run(tmp_path, capsys):
@@ -143,6 +182,55 @@ def test_pet_run_needs_a_finite_positive_timeout(timeout, capsys):
         launcher.main([str(EXAMPLE), "--timeout", timeout])
     assert exit_info.value.code == 2
     assert f"argument --timeout: must be a finite number > 0 s, got '{timeout}'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--steps", "2.5"], "argument --steps: must be a positive integer, got '2.5'"),
+    (["--steps", "0"], "argument --steps: must be a positive integer, got '0'"),
+    (["--mts", "0"], "argument --mts: must be a positive integer, got '0'"),
+    (["--mts", "x"], "argument --mts: must be a positive integer, got 'x'"),
+    (["--threads", "0"], "argument --threads: must be a positive integer, got '0'"),
+    (["--threads", "1.5"], "argument --threads: must be a positive integer, got '1.5'"),
+    (["--frame", "x"], "argument --frame: must be an integer (0: the first structure, -1: the last), got 'x'"),
+])
+def test_numeric_options_say_what_they_take(arguments, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        launcher.main([str(EXAMPLE), *arguments])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert message in error and error.count("\n") == 1, error
+
+
+def test_mts_that_would_round_the_output_times_is_refused(tmp_path, capsys):
+    """bulk-nvt (outer step 10 inner steps, outputs every 1 and 2 outer steps): --mts 3 would
+    round the strides; the values of N that keep them are named."""
+    error = pet_run_error(capsys, INPUTS / "bulk-nvt", "--mts", 3, "--run-dir", tmp_path / "run")
+    assert "--mts 3: the stride of <properties filename='out'> is 1 outer step of 10 inner steps (10 " \
+           "inner steps), not a whole number of outer steps of 3 inner steps: use --mts 1, 2, 5 or 10" in error
+    assert not (tmp_path / "run" / launcher.COPY_NAME).exists()
+
+
+def test_ctrl_c_while_preparing_is_one_line(monkeypatch, tmp_path, capsys):
+    """An interrupt while the input is prepared (here: while the driver's model loads) ends
+    pet-run with one line and status 130, not a traceback."""
+    def interrupt(path, dtype):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(launcher, "load_checked", interrupt)
+    assert launcher.main([str(EXAMPLE), "--run-dir", str(tmp_path / "run")]) == 130
+    assert capsys.readouterr().err == "pet-run: interrupted\n"
+
+
+def test_ctrl_c_while_torch_is_imported_is_one_line(processes, tmp_path):
+    """The console entry point (pet.entry.pet_run) imports the command, and with it torch,
+    inside its own handler: a Ctrl-C at once is one line and status 130, never a traceback."""
+    run = processes.start([sys.executable, "-c", "import sys; from pet.entry import pet_run; "
+                           "sys.exit(pet_run())", EXAMPLE, "--run-dir", tmp_path / "run"], "pet-run.log",
+                          cwd=Path(launcher.__file__).parents[1])
+    time.sleep(0.5)
+    run.send_signal(signal.SIGINT)
+    assert processes.wait(run, 60) == 130, log_text(run)
+    assert log_text(run) == "pet-run: interrupted\n"
 
 
 def test_option_mistakes_are_one_line_before_anything_starts(tmp_path, capsys):
@@ -229,11 +317,21 @@ def test_help_explains_device_and_dtype(capsys):
     assert "--device {cpu,cuda} where the model runs" in text and "--dtype {float32,float64} floating-point" in text
 
 
-def test_a_run_with_a_sockets_prefix_uses_its_socket_files(processes, tmp_path, tiny_checkpoint):
-    """i-PI listens under <simulation sockets_prefix>, pet-driver dials there, and nothing is left."""
-    folder = input_copy(tmp_path, "mts-example", ("<simulation ", '<simulation sockets_prefix="s_" '))
+@pytest.mark.parametrize("prefix", ["s_", "sockets/s_"])
+def test_a_run_with_a_sockets_prefix_uses_its_socket_files(processes, tmp_path, tiny_checkpoint, prefix):
+    """i-PI listens under <simulation sockets_prefix>, pet-driver dials there, and nothing is left;
+    a folder of the prefix that does not exist yet is made (i-PI would fail on it)."""
+    folder = input_copy(tmp_path, "mts-example", ("<simulation ", f'<simulation sockets_prefix="{prefix}" '))
     run = processes.start(pet_run(folder, "--model", tiny_checkpoint, "--steps", 1, "--timeout", 120),
                           "pet-run.log")
     assert processes.wait(run, 150) == 0, log_text(run)
     assert read_properties(folder / "simulation.out")["step"].tolist() == [0, 1]
-    assert not list(folder.glob("s_*")) and not processes_in(folder)
+    assert (folder / prefix).parent.is_dir()
+    assert not list(folder.glob(f"{prefix}*")) and not processes_in(folder)
+
+
+def test_a_sockets_prefix_folder_that_cannot_be_made_is_one_line(tmp_path, capsys):
+    folder = input_copy(tmp_path, "mts-example", ("<simulation ", '<simulation sockets_prefix="afile/s_" '))
+    (folder / "afile").write_text("")
+    error = pet_run_error(capsys, folder, "--print-driver-command")
+    assert f"the <simulation sockets_prefix> of input.xml: {folder / 'afile'} is a file, not a folder" in error

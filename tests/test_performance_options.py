@@ -77,9 +77,9 @@ def test_bad_memory_budgets_are_rejected(tiny_model):
 
 
 @pytest.mark.parametrize("arguments, message", [
-    (["--max-memory", "0"], "--max-memory must be positive"),
+    (["--max-memory", "0"], "argument --max-memory: must be a finite number > 0 MB, got '0'"),
     (["--max-memory", "100", "--chunk-size", "2"], "either --chunk-size or --max-memory"),
-    (["--threads", "0"], "--threads must be at least 1"),
+    (["--threads", "0"], "argument --threads: must be a positive integer, got '0'"),
     (["--skin", "-0.1"], "argument --skin: must be a finite number >= 0 Å and <= 10 Å"),
     (["--skin", "nan"], "argument --skin: must be a finite number >= 0 Å and <= 10 Å"),
     (["--skin", "inf"], "got 'inf'"),
