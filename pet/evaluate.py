@@ -12,7 +12,6 @@ A molecule is counted as 3 atoms (H2O). Evaluation runs in float64 by default: i
 rounding of total energies of ~10^4 eV reaches meV, the size of the errors measured here.
 """
 
-import argparse
 import json
 import sys
 import time

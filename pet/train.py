@@ -13,7 +13,6 @@ average of the weights (``ema_decay``, off by default), which is then what is va
 as best.pt (last.pt keeps the optimiser's weights and the average, to resume).
 """
 
-import argparse
 import contextlib
 import copy
 import json

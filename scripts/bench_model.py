@@ -34,7 +34,6 @@ import time
 from pathlib import Path
 from unittest import mock
 
-import numpy as np
 import torch
 
 import benchlib

@@ -49,6 +49,15 @@ def tiny_checkpoint(tmp_path, tiny_model) -> Path:
 
 
 @pytest.fixture
+def model_with_split(tmp_path, tiny_model, labelled_file) -> Path:
+    """``tiny_model`` saved with a split of the test module's ``labelled_file`` fixture (3 frames)
+    recorded: train and validation frame 1, test frames 0 and 2."""
+    split = {"train": [1], "validation": [1], "test": [0, 2], "seed": 0, "n_frames": 3,
+             "path": str(Path(labelled_file).resolve())}
+    return checkpoint.save(tmp_path / "model.pt", tiny_model, split=split)
+
+
+@pytest.fixture
 def water_cell():
     """4 H2O (12 atoms, O H H order) in a periodic triclinic cell (~4.9 Å, sheared), as ase.Atoms."""
     atoms = water_box(4, seed=1)

@@ -10,7 +10,6 @@ from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import write
 
-from pet import checkpoint
 from pet.evaluate import main
 from pet.structures import water_box
 
@@ -35,14 +34,6 @@ def labelled_file(tmp_path):
     path = tmp_path / "labelled.xyz"
     write(path, frames, format="extxyz")
     return path
-
-
-@pytest.fixture
-def model_with_split(tmp_path, tiny_model, labelled_file):
-    """The tiny model with a split of ``labelled_file`` recorded (test frames 0 and 2)."""
-    split = {"train": [1], "validation": [1], "test": [0, 2], "seed": 0, "n_frames": 3,
-             "path": str(labelled_file.resolve())}
-    return checkpoint.save(tmp_path / "model.pt", tiny_model, split=split)
 
 
 @pytest.mark.parametrize("quantity", ["forces", "velocities", "forces_component_raw"])

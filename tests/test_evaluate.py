@@ -36,14 +36,6 @@ def labelled_file(tmp_path, water_cell, water_cluster):
     return path
 
 
-@pytest.fixture
-def model_with_split(tmp_path, tiny_model, labelled_file):
-    """The tiny model whose checkpoint's split refers to ``labelled_file`` (test frames 0 and 2)."""
-    split = {"train": [1], "validation": [1], "test": [0, 2], "seed": 0, "n_frames": 3,
-             "path": str(labelled_file)}
-    return checkpoint.save(tmp_path / "model.pt", tiny_model, split=split)
-
-
 def _mean_abs(values):
     return float(np.mean(np.abs(np.concatenate([np.ravel(v) for v in values]))))
 
