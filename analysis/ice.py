@@ -95,13 +95,15 @@ def with_relative_energies(result: dict) -> dict:
     return result
 
 
-def compare_cells(cells, raw_calculator, avg_calculator, relaxed_raw=None, relaxed_avg=None) -> dict:
-    """Per-cell force differences, relative energies and RMSDs (see the module docstring)."""
+def compare_cells(cells, raw_calculator, avg_calculator, relaxed_raw=None, relaxed_avg=None,
+                  compared: str = "averaged model") -> dict:
+    """Per-cell force differences, relative energies and RMSDs (see the module docstring);
+    ``compared`` names ``avg_calculator`` in the progress lines."""
     n_molecules = [atoms.get_chemical_symbols().count("O") for atoms in cells]
     energies = {"raw": [], "avg": []}
     forces = []
     for k, atoms in enumerate(cells):
-        print(f"ice: cell {k + 1}/{len(cells)} ({len(atoms)} atoms): raw and averaged model", file=sys.stderr)
+        print(f"ice: cell {k + 1}/{len(cells)} ({len(atoms)} atoms): raw and {compared}", file=sys.stderr)
         e_raw, f_raw = _evaluate(raw_calculator, atoms)
         e_avg, f_avg = _evaluate(avg_calculator, atoms)
         energies["raw"].append(e_raw)
@@ -303,7 +305,8 @@ def run(args):
     provenance = {"grid": args.grid, "dtype": args.dtype, "model": str(model_path),
                   "model_sha256": file_sha256(model_path), **randomness}
     check_mergeable(earlier, indices, provenance, relaxed_raw is not None)
-    result = {"cells": indices, **compare_cells(cells, raw, average, relaxed_raw, relaxed_avg), **provenance}
+    compared = "randomly rotated model" if args.grid == "random" else f"{args.grid}-averaged model"
+    result = {"cells": indices, **compare_cells(cells, raw, average, relaxed_raw, relaxed_avg, compared), **provenance}
     if earlier:
         result = {**merge_results(earlier, result), **provenance, "merged": [name for name, _ in earlier]}
     result["units"] = {"forces": "meV/angstrom", "relative": "meV/molecule", "energy": "eV", "rmsd": "angstrom"}

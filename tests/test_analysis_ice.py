@@ -95,7 +95,7 @@ def test_ice_merge_matches_one_joint_run(tmp_path, data_dir, tiny_checkpoint, ca
     (tmp_path / "grid.json").write_text(json.dumps(other_grid))
     del other_grid["cells"]
     (tmp_path / "old.json").write_text(json.dumps(other_grid))
-    capsys.readouterr()
+    assert "ice: cell 1/1 (288 atoms): raw and 2-averaged model" in capsys.readouterr().err
     for earlier in ("1.json", "grid.json", "old.json"):
         assert main(["ice", cells_path, "--index", "1", *common, "--merge", str(tmp_path / earlier),
                      "--out", str(tmp_path / "bad")]) == 2

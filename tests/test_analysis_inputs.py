@@ -203,6 +203,7 @@ def test_ice_grid_must_differ_from_raw_and_random_is_seeded(tmp_path, data_dir, 
         assert main(["ice", *common, "--index", index, "--grid", "random", "--seed", seed,
                      "--out", str(tmp_path / name)]) == 0
         results[name] = json.loads((tmp_path / f"{name}.json").read_text())
+    assert "ice: cell 2/2 (576 atoms): raw and randomly rotated model" in capsys.readouterr().err
     assert results["a"]["n_molecules"] == [96, 192] and results["a"]["seed"] == 7
     for key in ("mae", "rms", "max_atom"):
         same = [(a[key], b[key]) for a, b in zip(results["a"]["forces_initial"], results["b"]["forces_initial"])]
