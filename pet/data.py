@@ -163,7 +163,7 @@ def check_frame(atoms: Atoms, where: str) -> None:
     included)."""
     cell = np.asarray(atoms.cell)
     try:
-        check_structure(atoms.numbers, atoms.positions, cell)
+        check_structure(atoms.numbers, atoms.positions, cell, atoms.pbc)
         pair = closest_pair(atoms.positions, cell, atoms.pbc)
     except ValueError as error:
         raise DataError(f"{where}: {error}") from None

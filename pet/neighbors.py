@@ -17,9 +17,14 @@ import vesin
 
 from .layout import TokenLayout, token_layout
 
-MAX_COORDINATE = 1e4
+MAX_COORDINATE = 1e6
 """The largest |coordinate| (Å) of an atom or a cell vector accepted: beyond it a structure has
-blown up or is not in Å (vesin's neighbour search crashes the process from ~1e5 Å on)."""
+blown up or is not in Å, and float64 positions no longer resolve 1e-10 Å (a gas-phase molecule in
+a vacuum box of 2e4 Å is fine)."""
+
+MAX_EXTENT = 1e4
+"""The largest span (Å) of a structure's atoms along x, y or z: beyond it a structure has blown up
+(vesin's cell list of open boundaries kills the process from a span of ~1e5 cutoffs on)."""
 
 OVERLAP_DISTANCE = 0.3
 """Two atoms closer than this (Å) overlap: not a structure (one that blew up, or wrong units)."""
@@ -102,28 +107,24 @@ def _structure_edges(positions, cell, pbc, cutoff):
     return i.astype(np.int64), j.astype(np.int64), shifts.astype(np.int64), distances
 
 
-def _sorted_with_reverse(i, j, shifts, n_atoms):
+def _sorted_with_reverse(i, j, shifts):
     """(order, reverse): ``order`` sorts the edges by (i, j, shift); ``reverse[e]`` is the index,
     in that order, of the edge j → i (shift -S) of the sorted edge e: i → j (shift S).
 
-    One sort of a unique integer key per edge and one binary search of every reverse's key.
+    The edge set is symmetric, so the reversed edges, sorted the same way, are the sorted edges
+    again: the permutation that sorts them is the inverse of ``reverse``. Two lexicographic sorts
+    of the integer columns (no packed key, which overflowed for atoms thousands of cells away).
     """
     if len(i) == 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    span = int(np.abs(shifts).max())
-    base = 2 * span + 1
-
-    def code(first, second, s):
-        cell_code = ((s[:, 0] + span) * base + (s[:, 1] + span)) * base + (s[:, 2] + span)
-        return (first * n_atoms + second) * base**3 + cell_code
-
-    key = code(i, j, shifts)
-    order = np.argsort(key)
-    key = key[order]
-    wanted = code(j[order], i[order], -shifts[order])
-    reverse = np.minimum(np.searchsorted(key, wanted), len(key) - 1)
-    if not np.array_equal(key[reverse], wanted):
+    order = np.lexsort((shifts[:, 2], shifts[:, 1], shifts[:, 0], j, i))
+    i, j, shifts = i[order], j[order], shifts[order]
+    by_reverse = np.lexsort((-shifts[:, 2], -shifts[:, 1], -shifts[:, 0], i, j))
+    if not (np.array_equal(j[by_reverse], i) and np.array_equal(i[by_reverse], j)
+            and np.array_equal(-shifts[by_reverse], shifts)):
         raise RuntimeError("neighbour list is not symmetric: an edge has no reverse")
+    reverse = np.empty_like(by_reverse)
+    reverse[by_reverse] = np.arange(len(by_reverse))
     return order, reverse
 
 
@@ -159,16 +160,18 @@ def check_structures(numbers, positions, cells, pbcs) -> None:
     if not len(numbers) == len(positions) == len(cells) == len(pbcs):
         raise ValueError(f"{len(numbers)} lists of atomic numbers, {len(positions)} of positions, "
                          f"{len(cells)} cells and {len(pbcs)} boundary conditions: one of each per structure")
-    for index, (z, pos, cell) in enumerate(zip(numbers, positions, cells)):
+    for index, (z, pos, cell, pbc) in enumerate(zip(numbers, positions, cells, pbcs)):
         try:
-            check_structure(z, pos, cell)
+            check_structure(z, pos, cell, pbc)
         except ValueError as error:
             raise ValueError(f"structure {index}: {error}") from None
 
 
-def check_structure(numbers, positions, cell) -> None:
+def check_structure(numbers, positions, cell, pbc=True) -> None:
     """ValueError unless ``positions`` is a finite (len(numbers), 3) array and ``cell`` a finite
-    (3, 3) one (Å), every coordinate and cell component within :data:`MAX_COORDINATE` of 0."""
+    (3, 3) one (Å), every coordinate and cell component within :data:`MAX_COORDINATE` of 0 and,
+    with open boundaries (``pbc`` False, or a cell of zeros), the atoms within :data:`MAX_EXTENT`
+    of each other along every axis (periodic positions may be unwrapped: i-PI does not wrap)."""
     positions, cell = np.asarray(positions), np.asarray(cell)
     if positions.ndim != 2 or positions.shape[1] != 3 or len(positions) != len(numbers):
         raise ValueError(f"positions must have shape ({len(numbers)}, 3)")
@@ -179,8 +182,14 @@ def check_structure(numbers, positions, cell) -> None:
     for what, values in (("a coordinate", positions), ("a cell vector component", cell)):
         largest = float(np.abs(values).max(initial=0.0))
         if largest > MAX_COORDINATE:
-            raise ValueError(f"{what} is {largest:.3g} Å, more than {MAX_COORDINATE:g} Å from 0 "
+            raise ValueError(f"{what} is {largest:.7g} Å, more than {MAX_COORDINATE:g} Å from 0 "
                              "(a structure that blew up, or not in Å?)")
+    if len(positions) and not (np.any(pbc) and np.any(cell)):
+        span = positions.max(axis=0) - positions.min(axis=0)
+        axis = int(np.argmax(span))
+        if span[axis] > MAX_EXTENT:
+            raise ValueError(f"the atoms span {span[axis]:.7g} Å along {'xyz'[axis]}, more than "
+                             f"{MAX_EXTENT:g} Å (a structure that blew up, or not in Å?)")
 
 
 def closest_pair(positions, cell, pbc, within: float = OVERLAP_DISTANCE):
@@ -213,7 +222,7 @@ def find_edges(numbers, positions, cells, pbcs, cutoff: float) -> Edges:
                      np.zeros(0), np.zeros(0, dtype=np.int64))
     i, j = np.concatenate(all_i), np.concatenate(all_j)
     shifts, distances = np.concatenate(all_shifts), np.concatenate(all_distances)
-    order, reverse = _sorted_with_reverse(i, j, shifts, offset)
+    order, reverse = _sorted_with_reverse(i, j, shifts)
     return Edges(i[order], j[order], shifts[order], distances[order], reverse)
 
 

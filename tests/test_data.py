@@ -219,9 +219,11 @@ WATER = [[0.0, 0.0, 0.0], [0.757, 0.586, 0.0], [-0.757, 0.586, 0.0]]
      "frame 1: atoms 0 and 2 overlap (0.150 Å apart, less than 0.3 Å)"),  # across the boundary
     (Atoms("OH2", positions=WATER, cell=[0.2, 10, 10], pbc=True), "frame 1: atoms "),
     (Atoms("OH2", positions=[[0, 0, 0], [0.96, 0, 0], [-3e4, 0, 0]]),
-     "frame 1: a coordinate is 3e+04 Å, more than 10000 Å from 0 (a structure that blew up, or not in Å?)"),
-    (Atoms("OH2", positions=WATER, cell=[2e5, 10, 10], pbc=True),
-     "frame 1: a cell vector component is 2e+05 Å, more than 10000 Å from 0"),
+     "frame 1: the atoms span 30000.96 Å along x, more than 10000 Å (a structure that blew up, or not in Å?)"),
+    (Atoms("OH2", positions=[[0, 0, 0], [0.96, 0, 0], [-3e6, 0, 0]], cell=[10, 10, 10], pbc=True),
+     "frame 1: a coordinate is 3000000 Å, more than 1e+06 Å from 0 (a structure that blew up, or not in Å?)"),
+    (Atoms("OH2", positions=WATER, cell=[2e6, 10, 10], pbc=True),
+     "frame 1: a cell vector component is 2000000 Å, more than 1e+06 Å from 0"),
 ])
 def test_frames_that_are_not_structures_are_refused(tmp_path, atoms, message):
     good = Atoms("OH2", positions=WATER)

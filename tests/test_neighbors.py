@@ -9,8 +9,9 @@ from ase import Atoms
 from ase.io import read
 
 from pet.compute import edge_vectors
-from pet.neighbors import (MAX_COORDINATE, OVERLAP_DISTANCE, Graph, batch_graphs, build_graph, closest_pair,
+from pet.neighbors import (MAX_COORDINATE, MAX_EXTENT, OVERLAP_DISTANCE, Graph, batch_graphs, build_graph, closest_pair,
                            graph_from_atoms)
+from pet.structures import water_box
 
 CUTOFF = 4.0
 
@@ -168,16 +169,43 @@ def test_bad_structures_are_rejected():
 
 
 def test_coordinates_beyond_the_bound_are_refused():
-    """An atom at 1e200 Å in a periodic cell gave a silently wrong graph (with open boundaries,
-    from ~1e5 Å, vesin kills the process): refused, as is such a cell."""
+    """An atom at 1e200 Å in a periodic cell gave a silently wrong graph: refused, as is such a
+    cell; a vacuum box of 2e4 Å (a gas-phase run) and atoms at the bound itself are accepted."""
     cell = np.eye(3) * 10.0
     far = np.array([[0.0, 0.0, 0.0], [0.96, 0.0, 0.0], [1e200, 0.0, 0.0]])
-    with pytest.raises(ValueError, match=r"structure 0: a coordinate is 1e\+200 Å, more than 10000 Å from 0"):
+    with pytest.raises(ValueError, match=r"structure 0: a coordinate is 1e\+200 Å, more than 1e\+06 Å from 0"):
         build_graph([np.array([8, 1, 1])], [far], [cell], [True], CUTOFF)
-    with pytest.raises(ValueError, match="a cell vector component is 1e\\+05 Å"):
-        build_graph([np.array([1])], [np.zeros((1, 3))], [np.eye(3) * 1e5], [True], CUTOFF)
-    edge = np.array([[0.0, 0.0, 0.0], [MAX_COORDINATE, 0.0, 0.0]])  # the bound itself is allowed
+    with pytest.raises(ValueError, match=r"a coordinate is 1000001 Å, more than 1e\+06 Å"):
+        build_graph([np.array([1])], [[[MAX_COORDINATE + 1, 0.0, 0.0]]], [cell], [True], CUTOFF)
+    with pytest.raises(ValueError, match="a cell vector component is 1e\\+07 Å"):
+        build_graph([np.array([1])], [np.zeros((1, 3))], [np.eye(3) * 1e7], [True], CUTOFF)
+    water = np.array([[0.0, 0.0, 0.0], [0.96, 0.0, 0.0], [-0.24, 0.93, 0.0]]) + 1e4
+    assert build_graph([np.array([8, 1, 1])], [water], [np.eye(3) * 2e4], [True], CUTOFF).n_edges == 6
+    # atoms far apart with open boundaries: vesin's cell list killed the process (SIGFPE) from 3e5 Å
+    apart = np.array([[0.0, 0.0, 0.0], [1e6, 0.0, 0.0]])
+    with pytest.raises(ValueError, match="the atoms span 1000000 Å along x, more than 10000 Å"):
+        build_graph([np.array([1, 1])], [apart], [np.zeros((3, 3))], [False], CUTOFF)
+    edge = np.array([[0.0, 0.0, 0.0], [MAX_EXTENT, 0.0, 0.0]]) + MAX_COORDINATE - MAX_EXTENT  # bounds allowed
     assert build_graph([np.array([1, 1])], [edge], [np.zeros((3, 3))], [False], CUTOFF).n_edges == 0
+
+
+def test_an_atom_many_cells_away_gives_the_same_graph():
+    """Positions as i-PI sends them (unwrapped): an atom 80000 cells away (~1e6 Å) is the same
+    structure, its edges' shifts offset by 80000. (The packed sort key of the reverse-edge search
+    overflowed int64 there, giving wrong reverses.)"""
+    atoms = water_box(64, seed=3)  # 192 atoms, 12.4 Å: 80000 cells is 9.9e5 Å
+    cell = np.asarray(atoms.cell)
+    moved = atoms.positions.copy()
+    moved[4] += 80000 * cell[0]
+    graphs = [build_graph([atoms.numbers], [positions], [cell], [True], CUTOFF)
+              for positions in (atoms.positions, moved)]
+    for name in ("centers", "neighbors", "reverse"):
+        assert torch.equal(getattr(graphs[0], name), getattr(graphs[1], name)), name
+    assert torch.allclose(graphs[0].distances, graphs[1].distances, atol=1e-8)
+    offset = torch.zeros_like(graphs[0].shifts)
+    offset[graphs[0].centers == 4, 0] += 80000
+    offset[graphs[0].neighbors == 4, 0] -= 80000
+    assert torch.equal(graphs[1].shifts, graphs[0].shifts + offset)
 
 
 def test_closest_pair_finds_overlaps_through_the_boundary():
