@@ -80,11 +80,14 @@ class DuplicateKey(yaml.YAMLError):
 
 
 class UniqueKeyLoader(yaml.SafeLoader):
-    """PyYAML's safe loader that refuses a mapping with a repeated key (:class:`DuplicateKey`)."""
+    """PyYAML's safe loader that refuses a mapping with a repeated key (:class:`DuplicateKey`);
+    YAML merge keys (``<<: *defaults``) still merge, the mapping's own keys overriding them."""
 
     def construct_mapping(self, node, deep=False):
         first_line = {}
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
             key = self.construct_object(key_node, deep=deep)
             line = key_node.start_mark.line + 1
             try:

@@ -224,6 +224,14 @@ def test_configs_that_would_train_something_else_are_refused(tmp_path, capsys, m
     assert err.startswith("pet-train: error:") and message in err and err.count("\n") == 1, err
 
 
+def test_yaml_merge_keys_merge_with_the_mappings_own_keys_overriding(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("training:\n  <<: {epochs: 3, batch_size: 2}\n  batch_size: 4\n  learning_rate: 1.0e-3\n"
+                    "output: run\n")
+    training = load_config(str(path))["training"]
+    assert (training["epochs"], training["batch_size"], training["learning_rate"]) == (3, 4, 1e-3)
+
+
 def test_a_binary_config_is_one_line_naming_it(tmp_path, capsys):
     path = tmp_path / "model.pt"
     path.write_bytes(b"PK\x03\x04\x00\xff\xfe binary")
