@@ -34,6 +34,7 @@ from pet.output_paths import writable_folder
 from .cli import default_model_text
 from .ipi_input import TEMPLATE_MODES, InputError, IPIInput, SocketChannel
 from .protocol import SOCKETS_PREFIX
+from .runner import signals_ignored
 from .species import DEFAULT_UNIT, Species
 from .start_structure import atom_count, pick_frame, read_frames, write_start
 
@@ -266,7 +267,8 @@ def check_driver_model(args, template: Optional[Path]) -> None:
 def driver_command(channels: List[SocketChannel], args, template: Optional[Path],
                    sockets_prefix: str = SOCKETS_PREFIX) -> List[str]:
     """The pet-driver command serving ``channels`` (with pet-run's --device, --dtype, --threads,
-    --model and the input's sockets prefix)."""
+    the input's sockets prefix and --model, else the default model, as an absolute path: the
+    driver runs in the run directory)."""
     command = [executable("pet-driver"), "--retry", "--connect-timeout", str(CONNECT_TIMEOUT),
                "--device", args.device or "cpu", "--dtype", args.dtype or "float64"]
     if args.threads is not None:
@@ -275,8 +277,7 @@ def driver_command(channels: List[SocketChannel], args, template: Optional[Path]
         command += ["--sockets-prefix", sockets_prefix]
     for channel in channels:
         command += ["--channel", f"{channel.mode}={channel.address}"]
-    if args.model is not None:
-        command += ["--model", str(Path(args.model).resolve())]
+    command += ["--model", str(Path(args.model or default_model_path()).resolve())]
     if template is not None:
         command += ["--template", str(template.resolve())]
     return command
@@ -419,15 +420,17 @@ def launch(argv: Optional[List[str]]) -> int:
         if any(channel.address.kind == "unix" for channel in channels):
             writable_folder(Path(os.path.dirname(xml.sockets_prefix)),
                             f"the <simulation sockets_prefix> of {source.name}")
+        command = driver_command(channels, args, xml.template(run_dir), xml.sockets_prefix) if channels else []
     except (InputError, ValueError, OSError) as error:
         print(f"pet-run: error: {error}", file=sys.stderr)
         return 2
     copy = xml.write(run_dir / COPY_NAME)
-    command = driver_command(channels, args, xml.template(run_dir), xml.sockets_prefix)
     if args.print_driver_command:
         print(shlex.join(command), flush=True)
         return 0
     environment = dict(os.environ)
+    if environment.get("PET_IPI_MODEL", "").strip():  # i-PI and the driver run in run_dir
+        environment["PET_IPI_MODEL"] = str(default_model_path().resolve())
     if args.threads is not None and xml.in_process():  # torch inside i-PI takes its threads from it
         environment["OMP_NUM_THREADS"] = str(args.threads)
 
@@ -477,11 +480,12 @@ def launch(argv: Optional[List[str]]) -> int:
         print("pet-run: interrupted: stopping i-PI and pet-driver", file=sys.stderr)
         status = 130
     finally:
-        stop(ipi, signal.SIGINT)
-        stop(driver)
-        for channel in channels:
-            if channel.address.kind == "unix" and os.path.exists(channel.address.path):
-                os.unlink(channel.address.path)
+        with signals_ignored():  # a second Ctrl-C must not leave the driver or i-PI running
+            stop(ipi, signal.SIGINT)
+            stop(driver)
+            for channel in channels:
+                if channel.address.kind == "unix" and os.path.exists(channel.address.path):
+                    os.unlink(channel.address.path)
     if status == 0:
         progress.update(final=True)
         print(f"pet-run: done; i-PI's outputs are in {run_dir}", flush=True)

@@ -8,9 +8,11 @@ that is still in a model call when the others are done (after a failure or an in
 evaluation of a large structure) is not waited for: the process then ends at once.
 """
 
+import contextlib
 import logging
 import os
 import queue
+import signal
 import sys
 import threading
 import time
@@ -131,20 +133,35 @@ def run(tasks: List[Task], species: Species, timeout: float = 60.0, retry: bool 
             else:
                 log.warning("%s: the server closed the connection between messages, without EXIT", where)
     except KeyboardInterrupt:
-        log.error("interrupted: closing the sockets")
-        for worker in workers:
-            worker.stop()
-        for worker in workers:
-            worker.join(STOP_SECONDS / len(workers))
-        for worker in workers:
-            if worker not in reported:
-                report(worker)
-        status = 130
+        with signals_ignored():  # a second Ctrl-C must not cut the clean-up (Python's exit aborted)
+            log.error("interrupted: closing the sockets")
+            for worker in workers:
+                worker.stop()
+            for worker in workers:
+                worker.join(STOP_SECONDS / len(workers))
+            for worker in workers:
+                if worker not in reported:
+                    report(worker)
+            status = 130
+            if any(worker.is_alive() for worker in workers):
+                leave(status)
     for worker in reported:
         worker.join()  # past its last report: ends at once
     if any(worker.is_alive() for worker in workers):
         leave(status)
     return status
+
+
+@contextlib.contextmanager
+def signals_ignored():
+    """Ctrl-C and SIGTERM ignored inside the block (a clean-up that must run to its end), their
+    handlers restored after it. Main thread only."""
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def leave(status: int) -> None:

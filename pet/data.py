@@ -19,15 +19,19 @@ and cell within :data:`pet.neighbors.MAX_COORDINATE` of the origin, no two atoms
 frames it evaluates).
 """
 
+import bz2
 import gzip
+import io
+import lzma
 import os
+import sys
 import re
 import shutil
 import warnings
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 from ase import Atoms
@@ -51,6 +55,10 @@ IPI_STRUCTURES = ("positions", "x_centroid")
 
 IPI_QUANTITY = re.compile(r"(\w+)\{[^}]*\}")
 """A quantity and its units in an i-PI comment line, e.g. ``forces{atomic_unit}``."""
+
+
+COMPRESSED = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+"""Openers of compressed files, by suffix (the file they hold is named without it)."""
 
 
 class DataError(ValueError):
@@ -81,12 +89,10 @@ def _labelled(atoms: Atoms, energy: float, forces: np.ndarray) -> Atoms:
     return frame
 
 
-def _read_extxyz_fast(path) -> List[Atoms]:
-    """All frames of an extended-XYZ file (plain or .gz), parsed with numpy: ASE's reader takes
+def _read_extxyz_fast(path, text: str) -> List[Atoms]:
+    """All frames of the extended-XYZ ``text`` of ``path``, parsed with numpy: ASE's reader takes
     minutes on the 1396-frame file. Columns follow each frame's ``Properties``."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt") as handle:
-        lines = handle.read().splitlines()
+    lines = text.splitlines()
     frames, line = [], 0
     while line < len(lines) and lines[line].strip():
         n_atoms = int(lines[line])
@@ -117,9 +123,47 @@ def _read_extxyz_fast(path) -> List[Atoms]:
     return frames
 
 
+def open_text(path: Path):
+    """``path`` opened as text, decompressed if its suffix is in :data:`COMPRESSED`."""
+    return COMPRESSED.get(path.suffix, open)(path, "rt", errors="replace")
+
+
+def inner_name(path: Path) -> str:
+    """The name of the file ``path`` holds: without a compression suffix."""
+    return path.stem if path.suffix in COMPRESSED else path.name
+
+
+def complete_frames_text(path: Path) -> Tuple[str, bool]:
+    """The text of the xyz or extxyz file ``path`` (possibly compressed) up to its last complete
+    frame, and whether a frame was left out: the file ends inside a line (a run still writing, or
+    cut short), and the frame holding that line is incomplete."""
+    with open_text(path) as handle:
+        text = handle.read()
+    if not text or text.endswith("\n"):
+        return text, False
+    lines = text.split("\n")  # the last one is the incomplete line
+    kept = 0
+    while kept < len(lines) - 1:
+        try:
+            end = kept + int(lines[kept]) + 2
+        except ValueError:
+            break
+        if end > len(lines) - 1:
+            break
+        kept = end
+    return "".join(line + "\n" for line in lines[:kept]), True
+
+
+def _comment_line(text: str) -> str:
+    """The second line of an xyz ``text`` (its first frame's comment), "" if it has none."""
+    lines = text.split("\n", 2)
+    return lines[1] if len(lines) > 1 else ""
+
+
 def is_ipi_xyz(path) -> bool:
-    """Whether ``path`` is an xyz file written by i-PI (its first comment line names the cell)."""
-    with open(path, errors="replace") as handle:
+    """Whether ``path`` is an xyz file written by i-PI, possibly compressed (its first comment line
+    names the cell)."""
+    with open_text(Path(path)) as handle:
         handle.readline()
         return "CELL(" in handle.readline()
 
@@ -133,20 +177,21 @@ def check_ipi_quantity(comment: str, path) -> None:
                         "the positions trajectory (e.g. simulation.pos_0.xyz)")
 
 
-def read_ipi_xyz(path) -> List[Atoms]:
-    """Every frame of an i-PI xyz trajectory of positions: in Å, the cell as ASE has it (rows =
-    lattice vectors), periodic; a cell with a zero lattice vector (i-PI's ``CELL(abcABC): 0 0 0
-    ...``, no cell) gives open boundaries."""
-    with open(path) as handle:
-        handle.readline()
-        check_ipi_quantity(handle.readline(), path)
+def read_ipi_xyz(path, text: Optional[str] = None) -> List[Atoms]:
+    """Every frame of an i-PI xyz trajectory of positions (``path``, possibly compressed, or its
+    ``text``): in Å, the cell as ASE has it (rows = lattice vectors), periodic; a cell with a zero
+    lattice vector (i-PI's ``CELL(abcABC): 0 0 0 ...``, no cell) gives open boundaries."""
+    if text is None:
+        with open_text(Path(path)) as handle:
+            text = handle.read()
+    check_ipi_quantity(_comment_line(text), path)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from ipi.utils.io import iter_file
         from ipi.utils.units import unit_to_user
 
         frames = []
-        with open(path) as handle:
+        with io.StringIO(text) as handle:
             for frame in iter_file("xyz", handle, dimension="length"):
                 positions = unit_to_user("length", "angstrom", frame["atoms"].q.reshape(-1, 3))
                 cell = unit_to_user("length", "angstrom", frame["cell"].h.T)
@@ -182,10 +227,16 @@ def read_structures(path) -> List[Atoms]:
     if not path.is_file():
         raise DataError(f"no data file at {path}")
     try:
-        if path.suffix == ".xyz" and is_ipi_xyz(path):
-            frames = read_ipi_xyz(path)
-        elif path.name.endswith((".xyz", ".extxyz", ".xyz.gz", ".extxyz.gz")):
-            frames = _read_extxyz_fast(path)
+        name = inner_name(path)
+        if name.endswith((".xyz", ".extxyz")):
+            text, cut = complete_frames_text(path)
+            if cut:
+                print(f"warning: {path}: the last frame is incomplete (a run still writing, or cut "
+                      "short): read without it", file=sys.stderr)
+            if name.endswith(".xyz") and "CELL(" in _comment_line(text):
+                frames = read_ipi_xyz(path, text)
+            else:
+                frames = _read_extxyz_fast(path, text) if text else []
         else:
             frames = read(path, index=":")
     except DataError:

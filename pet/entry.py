@@ -43,12 +43,15 @@ def pet_run() -> int:
 
 
 def _run(module: str, prog: str) -> int:
-    """``module.main()``, imported here: its exit status, 130 if interrupted on the way."""
-    previous = signal.getsignal(signal.SIGINT)
-    if previous is signal.default_int_handler:  # not when the shell has Ctrl-C ignored
-        signal.signal(signal.SIGINT, lambda signum, frame: _leave(prog))
+    """``module.main()``, imported here: its exit status, 130 if interrupted on the way (Ctrl-C or
+    SIGTERM while importing ends the process at once)."""
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig, default in ((signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, signal.SIG_DFL)):
+        if previous[sig] is default:  # not when the shell has the signal ignored
+            signal.signal(sig, lambda signum, frame: _leave(prog))
     main = importlib.import_module(module).main
-    signal.signal(signal.SIGINT, previous)
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
     try:
         return main()
     except KeyboardInterrupt:

@@ -255,6 +255,29 @@ def test_ipi_trajectory_kind_and_a_missing_cell(tmp_path):
     np.testing.assert_allclose(atoms.positions, WATER, atol=1e-10)
 
 
+def test_compressed_and_unfinished_ipi_trajectories(tmp_path, capsys):
+    """A gzipped i-PI trajectory is read as i-PI's (with its cell; it was read as extxyz without
+    one), a gzipped velocity file is refused as such, and a trajectory still being written (its
+    last line cut in a number) is read without its last frame, with a warning."""
+    comment = "# CELL(abcABC): 12.0 12.0 12.0 90.0 90.0 90.0  Step: {}  Bead: 0 {}{{angstrom}}  cell{{angstrom}}\n"
+    body = "".join(f"{s} {x} {y} {z + 5}\n" for s, (x, y, z) in zip("OHH", WATER))
+    frames = "".join("3\n" + comment.format(step, "positions") + body for step in range(2))
+    packed = tmp_path / "simulation.pos_0.xyz.gz"
+    packed.write_bytes(gzip.compress(frames.encode()))
+    atoms = data.read_structures(packed)
+    assert len(atoms) == 2 and atoms[0].pbc.all() and np.allclose(atoms[0].cell.lengths(), 12.0)
+    velocities = tmp_path / "simulation.vel_0.xyz.gz"
+    velocities.write_bytes(gzip.compress(frames.replace("positions", "velocities").encode()))
+    with pytest.raises(DataError, match="is an i-PI trajectory of velocities, not of positions"):
+        data.read_structures(velocities)
+    unfinished = tmp_path / "running.pos_0.xyz"
+    unfinished.write_text(frames[:-6])  # the last line cut inside its z
+    capsys.readouterr()
+    assert len(data.read_structures(unfinished)) == 1
+    assert capsys.readouterr().err == (f"warning: {unfinished}: the last frame is incomplete (a run still "
+                                       "writing, or cut short): read without it\n")
+
+
 def test_reading_the_shared_data_set_stays_fast(data_dir):
     """The checks of every frame (a neighbour search) cost little beside the parsing."""
     start = time.perf_counter()

@@ -1,6 +1,5 @@
 """The console entry points (pet.entry, named in pyproject.toml): light to import, and a Ctrl-C
-while a command imports torch is one line and exit status 130, never a traceback. (pet-driver's
-and pet-run's are tested with their commands, in test_driver_ipi.py and test_launcher.py.)"""
+(or SIGTERM) while a command imports torch is one line and exit status 130, never a traceback."""
 
 import signal
 import subprocess
@@ -20,17 +19,20 @@ def test_importing_the_entry_points_does_not_import_torch_but_pet_still_has_the_
     assert result.stdout == "False\npet.model pet.hypers\n", result.stderr
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 @pytest.mark.parametrize("function, prog, arguments", [
     ("pet_train", "pet-train", [str(REPOSITORY / "inputs/training/small.yaml"), "--output", "run"]),
     ("pet_eval", "pet-eval", ["--grids", "none"]),
     ("pet_analyze", "pet-analyze", ["intact", "absent.xyz"]),
+    ("pet_driver", "pet-driver", ["--channel", "raw=unix:x"]),
+    ("pet_run", "pet-run", [str(REPOSITORY / "inputs" / "mts-example"), "--run-dir", "run"]),
 ])
-def test_ctrl_c_while_the_command_is_imported_is_one_line(function, prog, arguments, tmp_path):
+def test_ctrl_c_while_the_command_is_imported_is_one_line(function, prog, arguments, tmp_path, sig):
     process = subprocess.Popen(
         [sys.executable, "-c", f"import sys; from pet.entry import {function}; sys.exit({function}())",
          *arguments], cwd=tmp_path,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(0.5)  # importing torch takes seconds
-    process.send_signal(signal.SIGINT)
+    process.send_signal(sig)
     out, err = process.communicate(timeout=60)
     assert (process.returncode, err) == (130, f"{prog}: interrupted\n"), (out, err)
