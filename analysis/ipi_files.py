@@ -364,8 +364,19 @@ def _read_extxyz(readable: Path, path: Path):
     if dimension == "length":
         values = [scale * frame.positions for frame in frames]
     else:
-        values = [scale * frame.arrays[quantity] for frame in frames]
+        values = [scale * _per_atom_column(frame, quantity, index, path) for index, frame in enumerate(frames)]
     return quantity, dimension, frames, steps, values
+
+
+def _per_atom_column(frame, quantity: str, index: int, path: Path) -> np.ndarray:
+    """The (n_atoms, 3) column ``quantity`` of an extxyz frame: ASE's reader keeps most columns in
+    ``frame.arrays`` but moves ``forces`` (how i-PI's format="ase" writes a forces trajectory) into
+    a SinglePointCalculator."""
+    if quantity in frame.arrays:
+        return frame.arrays[quantity]
+    if frame.calc is not None and quantity in frame.calc.results:
+        return frame.calc.results[quantity]
+    raise AnalysisError(f"{path}: frame {index} has no {quantity} column, which its ipi_comment names")
 
 
 def _frame_lines(readable: Path):

@@ -240,3 +240,19 @@ def test_empty_binary_and_wrong_kinds_of_files_are_one_line_errors(tmp_path, cap
         f"pet-analyze drift: error: {positions}: no '# column N --> name' header lines: not an i-PI properties file",
         f"pet-analyze ice: error: {properties}: no structures in it (the cells must be extended XYZ frames)",
         f"pet-analyze ice: error: {empty}: the file is empty"]
+
+
+def test_a_forces_trajectory_in_ipis_ase_format_is_read(tmp_path):
+    """i-PI's format="ase" writes a forces trajectory as an extxyz 'forces' column, which ASE's
+    reader moves into a calculator (reading it failed with KeyError: 'forces'); eV/Å as written."""
+    path = tmp_path / "simulation.for_0.extxyz"
+    frames = []
+    for step in range(2):
+        atoms = ase.Atoms("OH2", cell=np.eye(3) * 20.0, pbc=True)
+        atoms.arrays["forces"] = WATER * (step + 1)
+        atoms.info["ipi_comment"] = f"Step: {step} Bead: 0 forces{{ev/ang}}  cell{{angstrom}}"
+        frames.append(atoms)
+    ase.io.write(path, frames, format="extxyz")
+    trajectory = read_trajectory(path)
+    assert trajectory.quantity == "forces" and trajectory.steps.tolist() == [0, 1]
+    np.testing.assert_allclose(trajectory.values, [WATER, 2 * WATER], atol=1e-6)
