@@ -23,7 +23,7 @@ import os
 import socket
 import time
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import numpy as np
 from ipi.utils.units import unit_to_internal
@@ -150,11 +150,12 @@ class Address:
 
 
 def connect(address: Address, timeout: float = 60.0, retry: bool = False,
-            interval: float = 0.2) -> socket.socket:
+            interval: float = 0.2, stopped: Callable[[], bool] = lambda: False) -> socket.socket:
     """An open socket to i-PI at ``address``.
 
     ``retry``: keep trying every ``interval`` seconds until ``timeout`` seconds have passed (for a
-    driver started before i-PI); else one attempt. Raises ConnectionError with a clear message.
+    driver started before i-PI), or until ``stopped()`` is true (the driver is stopping); else one
+    attempt. Raises ConnectionError with a clear message.
     """
     deadline = time.monotonic() + timeout
     while True:
@@ -176,6 +177,8 @@ def connect(address: Address, timeout: float = 60.0, retry: bool = False,
             if not retry or time.monotonic() + interval > deadline:
                 waited = f" after trying for {timeout:g} s" if retry else " (use --retry to wait for it)"
                 raise ConnectionError(f"i-PI is not reachable at {address} ({reason}){waited}") from None
+            if stopped():
+                raise ConnectionError(f"stopped while waiting for i-PI at {address}") from None
             time.sleep(interval)
 
 

@@ -56,7 +56,7 @@ class Worker(threading.Thread):
     def run(self) -> None:
         ending, failure = None, None
         try:
-            sock = connect(self.task.address, self.timeout, self.retry)
+            sock = connect(self.task.address, self.timeout, self.retry, stopped=lambda: self.stopping)
             self.connection = Connection(sock, self.task.address)
             if self.stopping:
                 self.connection.stop_sending()

@@ -370,6 +370,19 @@ def test_species_the_model_lacks_are_a_usage_error(tiny_checkpoint, capsys):
                             "knows only H, O; the unit contains Na, Cl") and error.count("\n") == 1, error
 
 
+def test_ctrl_c_while_waiting_for_ipi_ends_at_once(processes, tiny_checkpoint):
+    """--retry with no i-PI yet: Ctrl-C ends the wait at once (it lasted the driver's stop time)."""
+    driver = processes.start(driver_command("--model", tiny_checkpoint, "--retry", "--channel",
+                                            f"raw=unix:{unique_name('twait')}"), "driver.log")
+    wait_for(lambda: "model " in log_text(driver), TIMEOUT, "the model loaded")
+    time.sleep(0.5)
+    start = time.monotonic()
+    driver.send_signal(signal.SIGINT)
+    assert processes.wait(driver, 60) == 130, log_text(driver)
+    assert time.monotonic() - start < runner.STOP_SECONDS / 2, log_text(driver)
+    assert "interrupted" in log_text(driver) and "Traceback" not in log_text(driver)
+
+
 def test_ctrl_c_while_starting_is_one_line(monkeypatch, capsys):
     """An interrupt before the sockets are served (here: while the allocator is set up) ends
     pet-driver with one line and status 130, not a traceback."""
