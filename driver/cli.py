@@ -163,9 +163,7 @@ def species_of(args) -> Species:
     if they cannot be read, or both options are given."""
     if args.template is not None and args.species is not None:
         raise ValueError("give either --template or --species, not both")
-    if args.template is not None:
-        return Species.from_template(args.template)
-    return Species.repeating(args.species or DEFAULT_UNIT)
+    return Species.given(args.template, args.species)
 
 
 def _terminate(signum, frame):

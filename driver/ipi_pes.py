@@ -50,7 +50,7 @@ class PETPotential(Dummy_driver):
                                                str(dtype))
         self.channel = Channel(network, str(mode), lock, seed=seed, chunk_size=chunk_size,
                                last_raw=last_raw)
-        self.species = Species.from_template(template) if template else Species.repeating(str(species))
+        self.species = Species.given(template or None, species)
         self.numbers = None
         super().__init__(verbose=verbose)
 

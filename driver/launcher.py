@@ -35,7 +35,7 @@ from .cli import default_model_text
 from .ipi_input import TEMPLATE_MODES, InputError, IPIInput, SocketChannel
 from .protocol import SOCKETS_PREFIX
 from .runner import signals_ignored
-from .species import DEFAULT_UNIT, Species
+from .species import Species
 from .start_structure import atom_count, pick_frame, read_frames, write_start
 
 COPY_NAME = "pet-run-input.xml"
@@ -250,9 +250,8 @@ def check_in_process(xml: IPIInput, run_dir: Path) -> None:
 def in_process_species(parameters: dict, run_dir: Path) -> Species:
     """The species an in-process forcefield with ``parameters`` gives its atoms: its ``template``
     (taken in ``run_dir``), else its ``species`` (default OH2), as :mod:`driver.ipi_pes` does."""
-    if parameters.get("template"):
-        return Species.from_template(run_dir / str(parameters["template"]))
-    return Species.repeating(str(parameters.get("species", DEFAULT_UNIT)))
+    template = parameters.get("template")
+    return Species.given(run_dir / str(template) if template else None, parameters.get("species"))
 
 
 def check_driver_model(args, template: Optional[Path]) -> None:

@@ -65,6 +65,15 @@ class Species:
             raise SpeciesError(f"cannot read the template {path}: {error}") from None
         return cls(numbers, exact=True, source=f"the template {path}")
 
+    @classmethod
+    def given(cls, template=None, unit=None) -> "Species":
+        """The species of the structure file ``template`` unless it is None, else of the repeating
+        ``unit`` (:data:`DEFAULT_UNIT` if None): how pet-driver's options and an in-process
+        forcefield's <parameters> name them."""
+        if template is not None:
+            return cls.from_template(template)
+        return cls.repeating(DEFAULT_UNIT if unit is None else str(unit))
+
     def check_known(self, known) -> None:
         """SpeciesError naming the elements of these species that are not among the atomic numbers
         ``known`` (a model's species list)."""
