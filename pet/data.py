@@ -24,9 +24,9 @@ import gzip
 import io
 import lzma
 import os
-import sys
 import re
 import shutil
+import sys
 import warnings
 import urllib.error
 import urllib.request

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from grids.averaging import make_evaluator
-from grids.quadrature import parse_grid_spec, rotation_grid
+from grids.quadrature import grid_size, parse_grid_spec
 
 from . import checkpoint
 from .arguments import OneLineParser, positive_int
@@ -74,7 +74,7 @@ def parse_modes(text: str) -> List[str]:
 
 def n_rotations(mode: str) -> int:
     """Rotations evaluated by ``mode``: 1 for the raw model, the grid size otherwise."""
-    return 1 if mode == "raw" else len(rotation_grid(mode)[1])
+    return 1 if mode == "raw" else grid_size(*parse_grid_spec(mode))
 
 
 def labels(atoms):

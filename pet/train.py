@@ -298,7 +298,7 @@ def with_absolute_paths(config: dict) -> dict:
     """A copy of ``config`` whose output, data path and init_from are absolute (as recorded)."""
     config = copy.deepcopy(config)
     config["output"] = str(Path(config["output"]).expanduser().resolve())
-    for section, key in (("data", "path"), ("training", "init_from")):
+    for section, key in INPUT_PATHS:
         if config[section].get(key) is not None:
             config[section][key] = str(Path(config[section][key]).expanduser().resolve())
     return config
