@@ -25,10 +25,8 @@ checked when :func:`column` takes it; a trajectory without a periodic cell (extx
 functions take as open boundaries.
 """
 
-import bz2
 import contextlib
 import functools
-import gzip
 import io
 import itertools
 import lzma
@@ -44,6 +42,8 @@ from pathlib import Path
 import ase.io
 import ase.units
 import numpy as np
+
+from pet.compression import opener
 
 from .errors import AnalysisError
 
@@ -83,10 +83,6 @@ def _trajectory_dimensions() -> dict:
     return {name: entry.get("dimension", "undefined") for name, entry in Trajectories().traj_dict.items()}
 
 
-DECOMPRESSORS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
-"""Openers of the compressed files the readers take, by file-name suffix."""
-
-
 def existing_file(path) -> Path:
     """``path`` as a Path, or an AnalysisError if it is a directory, does not exist or is empty."""
     path = Path(path)
@@ -104,14 +100,14 @@ def decompressed(path: Path):
     """``path`` itself, or for a ``.gz``, ``.bz2`` or ``.xz`` file a temporary decompressed copy
     named without that suffix (``pos.extxyz.gz`` → ``pos.extxyz``); AnalysisError if it cannot be
     decompressed or holds nothing."""
-    opener = DECOMPRESSORS.get(path.suffix.lower())
-    if opener is None:
+    open_decompressed = opener(path)
+    if open_decompressed is None:
         yield path
         return
     with tempfile.TemporaryDirectory() as folder:
         copy = Path(folder) / path.stem
         try:
-            with opener(path, "rb") as source, open(copy, "wb") as target:
+            with open_decompressed(path, "rb") as source, open(copy, "wb") as target:
                 shutil.copyfileobj(source, target, 1 << 20)
         except (OSError, EOFError, lzma.LZMAError, zlib.error) as error:
             raise AnalysisError(f"{path}: cannot decompress it as {path.suffix} ({error})") from None

@@ -19,10 +19,8 @@ and cell within :data:`pet.neighbors.MAX_COORDINATE` of the origin, no two atoms
 frames it evaluates).
 """
 
-import bz2
 import gzip
 import io
-import lzma
 import os
 import re
 import shutil
@@ -40,6 +38,7 @@ from ase.io import read, write
 from ase.io.extxyz import key_val_str_to_dict
 from ase.units import Bohr, Hartree
 
+from .compression import inner_name, opener
 from .models import environment_path
 from .neighbors import OVERLAP_DISTANCE, check_structure, closest_pair
 
@@ -55,10 +54,6 @@ IPI_STRUCTURES = ("positions", "x_centroid")
 
 IPI_QUANTITY = re.compile(r"(\w+)\{[^}]*\}")
 """A quantity and its units in an i-PI comment line, e.g. ``forces{atomic_unit}``."""
-
-
-COMPRESSED = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
-"""Openers of compressed files, by suffix (the file they hold is named without it)."""
 
 
 class DataError(ValueError):
@@ -124,13 +119,8 @@ def _read_extxyz_fast(path, text: str) -> List[Atoms]:
 
 
 def open_text(path: Path):
-    """``path`` opened as text, decompressed if its suffix is in :data:`COMPRESSED`."""
-    return COMPRESSED.get(path.suffix, open)(path, "rt", errors="replace")
-
-
-def inner_name(path: Path) -> str:
-    """The name of the file ``path`` holds: without a compression suffix."""
-    return path.stem if path.suffix in COMPRESSED else path.name
+    """``path`` opened as text, decompressed if its name says it is compressed."""
+    return (opener(path) or open)(path, "rt", errors="replace")
 
 
 def complete_frames_text(path: Path) -> Tuple[str, bool]:

@@ -1,6 +1,8 @@
 """pet.data: reading the shared data set, splitting, the original format's units, download and cache."""
 
+import bz2
 import gzip
+import lzma
 import re
 import time
 from io import StringIO
@@ -276,6 +278,22 @@ def test_compressed_and_unfinished_ipi_trajectories(tmp_path, capsys):
     assert len(data.read_structures(unfinished)) == 1
     assert capsys.readouterr().err == (f"warning: {unfinished}: the last frame is incomplete (a run still "
                                        "writing, or cut short): read without it\n")
+
+
+@pytest.mark.parametrize("suffix", [".gz", ".bz2", ".xz", ".GZ"])
+def test_every_compression_the_analysis_reads_is_read(tmp_path, suffix):
+    """pet-eval and pet-train take the compressed files pet-analyze takes (pet.compression): gzip,
+    bzip2 and xz, the suffix in any case; the extxyz they hold is read as the plain file."""
+    atoms = Atoms("OH2", positions=WATER, cell=[10.0, 10.0, 10.0], pbc=True)
+    atoms.calc = SinglePointCalculator(atoms, energy=-14.5, forces=np.full((3, 3), 0.25))
+    plain = tmp_path / "water.extxyz"
+    ase_write(plain, [atoms, atoms], format="extxyz")
+    packed = tmp_path / f"water.extxyz{suffix}"
+    compress = {".gz": gzip.compress, ".bz2": bz2.compress, ".xz": lzma.compress}[suffix.lower()]
+    packed.write_bytes(compress(plain.read_bytes()))
+    read_back = data.read_structures(packed)
+    assert len(read_back) == 2 and read_back[1].get_potential_energy() == pytest.approx(-14.5)
+    np.testing.assert_allclose(read_back[0].get_forces(), 0.25)
 
 
 def test_reading_the_shared_data_set_stays_fast(data_dir):
