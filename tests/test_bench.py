@@ -70,6 +70,13 @@ def test_model_benchmarks_run_and_the_average_equals_the_loop(monkeypatch, capsy
     assert 0 < measured <= budget
 
 
+def test_data_benchmark_runs_and_reads_the_frames(monkeypatch, capsys):
+    status, output, errors = run_in_process("bench_data.py", ["--quick"], monkeypatch, capsys)
+    assert status == 0, errors[-3000:]
+    (reading,) = rows(output, "20")
+    assert float(reading[1]) > 0 and float(reading[2]) > 0
+
+
 def test_a_bad_option_is_one_line_on_stderr(monkeypatch, capsys):
     status, _, errors = run_in_process("bench_model.py", ["--molecules", "0"], monkeypatch, capsys)
     assert status == 2

@@ -4,7 +4,6 @@ import bz2
 import gzip
 import lzma
 import re
-import time
 from io import StringIO
 
 import numpy as np
@@ -294,10 +293,3 @@ def test_every_compression_the_analysis_reads_is_read(tmp_path, suffix):
     read_back = data.read_structures(packed)
     assert len(read_back) == 2 and read_back[1].get_potential_energy() == pytest.approx(-14.5)
     np.testing.assert_allclose(read_back[0].get_forces(), 0.25)
-
-
-def test_reading_the_shared_data_set_stays_fast(data_dir):
-    """The checks of every frame (a neighbour search) cost little beside the parsing."""
-    start = time.perf_counter()
-    frames = read_frames(data_dir / DATASET)
-    assert len(frames) == 1396 and time.perf_counter() - start < 15
