@@ -12,7 +12,7 @@ import torch
 
 from pet.allocator import retain_freed_memory
 from pet.arguments import OneLineParser, finite_float, non_negative_int, positive_int
-from pet.calculator import load_model
+from pet.calculator import load_model, resolve_device
 from pet.checkpoint import CheckpointError
 from pet.models import default_model_path
 from pet.verlet import MAX_SKIN
@@ -142,9 +142,11 @@ def channel_specs(args) -> List[Tuple[str, Address]]:
 
 
 def check_device(device: str) -> None:
-    """ValueError if ``device`` is cuda and torch sees no CUDA device."""
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: torch sees no CUDA device on this machine: use --device cpu")
+    """ValueError if ``device`` is not on this machine (:func:`pet.calculator.resolve_device`)."""
+    try:
+        resolve_device(device)
+    except ValueError as error:
+        raise ValueError(f"{error}: use --device cpu") from None
 
 
 def check_socket_folders(specs: List[Tuple[str, Address]]) -> None:

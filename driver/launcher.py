@@ -24,10 +24,8 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
-import torch
-
 from pet.arguments import OneLineParser, finite_float, positive_int
-from pet.calculator import load_model
+from pet.calculator import load_model, resolve_device
 from pet.models import default_model_path
 from pet.output_paths import writable_folder
 
@@ -204,10 +202,13 @@ def check_per_atom_files(xml: IPIInput, folder: Path, n_atoms: int) -> None:
 
 
 def check_local_device(device: Optional[str]) -> None:
-    """InputError if ``device`` is cuda and this machine, where pet-driver is to run, has none."""
-    if device == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda: torch sees no CUDA device on this machine, where pet-driver "
-                         "would run: use --device cpu, or --no-driver to run the drivers elsewhere")
+    """InputError if ``device`` is not on this machine, where pet-driver is to run
+    (:func:`pet.calculator.resolve_device`)."""
+    try:
+        resolve_device(device or "cpu")
+    except ValueError as error:
+        raise InputError(f"{error}, where pet-driver would run: use --device cpu, or --no-driver to "
+                         "run the drivers elsewhere") from None
 
 
 def set_in_process(xml: IPIInput, args, run_dir: Path) -> None:
@@ -233,9 +234,10 @@ def check_in_process(xml: IPIInput, run_dir: Path) -> None:
     for element in xml.in_process():
         parameters = xml.in_process_parameters(element)
         name = element.get("name", "")
-        if str(parameters.get("device", "cpu")) == "cuda" and not torch.cuda.is_available():
-            raise InputError(f"ffdirect {name!r} runs the model on cuda, but torch sees no CUDA "
-                             "device on this machine: use --device cpu")
+        try:
+            resolve_device(parameters.get("device", "cpu"))
+        except ValueError as error:
+            raise InputError(f"ffdirect {name!r}: {error}: use --device cpu") from None
         model = parameters.get("model")
         key = (default_model_path() if model is None else run_dir / str(model),
                str(parameters.get("dtype", "float64")))

@@ -40,7 +40,7 @@ def resolve_device(device) -> str:
     name = parse_device(device)
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise ValueError(f"device {name!r} requested but torch sees no CUDA device")
+            raise ValueError(f"device {name!r} requested but torch sees no CUDA device on this machine")
         index = int(name.partition(":")[2] or 0)
         if index >= torch.cuda.device_count():
             raise ValueError(f"device {name!r} requested but torch sees {torch.cuda.device_count()} "

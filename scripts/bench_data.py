@@ -3,8 +3,8 @@
 ``pet-train`` and ``pet-eval`` read data with :func:`pet.data.read_frames`, which parses the file
 (:func:`pet.data.read_structures`) and then checks every frame (:func:`pet.data.check_frame`: finite
 coordinates within bounds, no two atoms closer than 0.3 Å, periodic images included: a neighbour
-search per frame) and its labels. The table gives both times, interleaved, and their ratio: the
-checks should cost little beside the parsing.
+search per frame) and its labels. The table gives both times, interleaved, and their ratio
+(docs/performance.md).
 
     python scripts/bench_data.py                       # the shared data set (1396 frames)
     python scripts/bench_data.py --data FILE --repeats 5
