@@ -18,9 +18,14 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def integers_from(minimum: int) -> str:
+    """The words for "an integer ≥ ``minimum``" in the errors of options and of config values."""
+    return {0: "a non-negative integer", 1: "a positive integer"}.get(minimum, f"an integer >= {minimum}")
+
+
 def integer(minimum: int) -> Callable[[str], int]:
     """The argparse type of an integer ≥ ``minimum``."""
-    allowed = {0: "a non-negative integer", 1: "a positive integer"}.get(minimum, f"an integer >= {minimum}")
+    allowed = integers_from(minimum)
 
     def parse(text: str) -> int:
         try:

@@ -6,6 +6,8 @@ import re
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
+from .arguments import integers_from
+
 
 class Rule(NamedTuple):
     """What one config key accepts: ``allowed`` says it in words (for the error message), ``check``
@@ -52,7 +54,7 @@ def integer(minimum: int) -> Rule:
         if as_integer(value) < minimum:
             raise ValueError(f"below {minimum}: {value}")
         return value
-    return Rule("a positive integer" if minimum == 1 else f"an integer >= {minimum}", check)
+    return Rule(integers_from(minimum), check)
 
 
 def nullable(rule: Rule, meaning: str) -> Rule:

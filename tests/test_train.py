@@ -155,7 +155,7 @@ def test_symmetry_weight_adds_a_consistency_term(frames_file, tmp_path):
     ("training: {epochs: 2, learning_rat: 0.1}\n", "unknown key(s) ['learning_rat'] in 'training'"),
     ("data: {max_frames: 0}\n", "data: max_frames must be null (all frames) or an integer >= 3, got 0"),
     ("data: {max_frames: -2}\n", "data: max_frames must be null (all frames) or an integer >= 3, got -2"),
-    ("data: {seed: abc}\n", "data: seed must be an integer >= 0, got 'abc'"),
+    ("data: {seed: abc}\n", "data: seed must be a non-negative integer, got 'abc'"),
     ('data: {fractions: "0.9,0.05,0.05"}\n', "data: fractions must be three positive numbers summing to 1"),
     ("data: {fractions: [0.9, 0.1, 0.0]}\n", "data: fractions must be three positive numbers summing to 1"),
     ("data: {path: 5}\n", "data: path must be null (the default data set) or a path (a string), got 5"),
