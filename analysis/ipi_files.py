@@ -44,6 +44,7 @@ import ase.units
 import numpy as np
 
 from pet.compression import opener
+from pet.xyz_frames import frame_layout
 
 from .errors import AnalysisError
 
@@ -375,37 +376,13 @@ def _per_atom_column(frame, quantity: str, index: int, path: Path) -> np.ndarray
     raise AnalysisError(f"{path}: frame {index} has no {quantity} column, which its ipi_comment names")
 
 
-def _frame_lines(readable: Path):
-    """(lines of the whole frames, number of whole frames, whether an incomplete frame follows)
-    of an xyz file, each frame read with its own atom count (frames may differ in size); a frame
-    is incomplete if it has fewer lines than its count line says, or its last line has no newline
-    (a run still writing, or cut short). None if the file is not laid out as xyz frames (a count
-    line that is not a number; blank lines after the last frame are allowed)."""
-    n_lines = n_frames = 0
-    with open(readable, "rb") as handle:
-        for count in handle:
-            try:
-                n_atoms = int(count)
-            except ValueError:
-                if count.strip() or any(line.strip() for line in handle):
-                    return None
-                break
-            if n_atoms < 0:
-                return None
-            body = list(itertools.islice(handle, n_atoms + 1))
-            if len(body) < n_atoms + 1 or not body[-1].endswith(b"\n"):
-                return n_lines, n_frames, True
-            n_lines += n_atoms + 2
-            n_frames += 1
-    return n_lines, n_frames, False
-
-
 def _complete_frames(readable: Path, path: Path):
     """The number of lines of the complete frames of an xyz file whose last frame is incomplete
-    (see :func:`_frame_lines`), with a warning on stderr naming ``path``; None if the file ends with
-    a whole frame or is not laid out as xyz frames (left to the parser to report)."""
-    layout = _frame_lines(readable)
-    if layout is None or not layout[2]:
+    (:func:`pet.xyz_frames.frame_layout`), with a warning on stderr naming ``path``; None if the
+    file ends with a whole frame or is not laid out as xyz frames (left to the parser to report)."""
+    with open(readable, "rb") as handle:
+        layout = frame_layout(handle)
+    if layout is None or not layout.incomplete:
         return None
     n_lines, complete, _ = layout
     if complete == 0:

@@ -40,6 +40,7 @@ from ase.units import Bohr, Hartree
 
 from .compression import inner_name, opener
 from .models import environment_path
+from .xyz_frames import frame_layout
 from .neighbors import OVERLAP_DISTANCE, check_structure, closest_pair
 
 FULL_DATASET_URL = (
@@ -125,23 +126,14 @@ def open_text(path: Path):
 
 def complete_frames_text(path: Path) -> Tuple[str, bool]:
     """The text of the xyz or extxyz file ``path`` (possibly compressed) up to its last complete
-    frame, and whether a frame was left out: the file ends inside a line (a run still writing, or
-    cut short), and the frame holding that line is incomplete."""
+    frame, and whether an incomplete frame was left out (a run still writing, or cut short:
+    :func:`pet.xyz_frames.frame_layout`)."""
     with open_text(path) as handle:
-        text = handle.read()
-    if not text or text.endswith("\n"):
-        return text, False
-    lines = text.split("\n")  # the last one is the incomplete line
-    kept = 0
-    while kept < len(lines) - 1:
-        try:
-            end = kept + int(lines[kept]) + 2
-        except ValueError:
-            break
-        if end > len(lines) - 1:
-            break
-        kept = end
-    return "".join(line + "\n" for line in lines[:kept]), True
+        lines = handle.readlines()
+    layout = frame_layout(lines)
+    if layout is None or not layout.incomplete:
+        return "".join(lines), False
+    return "".join(lines[:layout.n_lines]), True
 
 
 def _comment_line(text: str) -> str:

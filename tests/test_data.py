@@ -4,7 +4,7 @@ import bz2
 import gzip
 import lzma
 import re
-from io import StringIO
+from io import BytesIO, StringIO
 
 import numpy as np
 import pytest
@@ -16,6 +16,7 @@ from ase.units import Bohr, Hartree
 
 from pet import data
 from pet.data import DataError, convert_atomic_units, download_full_dataset, read_frames, split_indices
+from pet.xyz_frames import frame_layout
 
 DATASET = "water-revpbe0-1396.xyz.gz"
 
@@ -259,7 +260,8 @@ def test_ipi_trajectory_kind_and_a_missing_cell(tmp_path):
 def test_compressed_and_unfinished_ipi_trajectories(tmp_path, capsys):
     """A gzipped i-PI trajectory is read as i-PI's (with its cell; it was read as extxyz without
     one), a gzipped velocity file is refused as such, and a trajectory still being written (its
-    last line cut in a number) is read without its last frame, with a warning."""
+    last line cut in a number, or its last frame short of an atom line) is read without its last
+    frame, with a warning, as pet-analyze reads it."""
     comment = "# CELL(abcABC): 12.0 12.0 12.0 90.0 90.0 90.0  Step: {}  Bead: 0 {}{{angstrom}}  cell{{angstrom}}\n"
     body = "".join(f"{s} {x} {y} {z + 5}\n" for s, (x, y, z) in zip("OHH", WATER))
     frames = "".join("3\n" + comment.format(step, "positions") + body for step in range(2))
@@ -277,6 +279,10 @@ def test_compressed_and_unfinished_ipi_trajectories(tmp_path, capsys):
     assert len(data.read_structures(unfinished)) == 1
     assert capsys.readouterr().err == (f"warning: {unfinished}: the last frame is incomplete (a run still "
                                        "writing, or cut short): read without it\n")
+    short = tmp_path / "flushed.pos_0.xyz"  # written up to a whole line, not yet a whole frame
+    short.write_text(frames[:frames.rindex("H ")])
+    assert len(data.read_structures(short)) == 1
+    assert "flushed.pos_0.xyz: the last frame is incomplete" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("suffix", [".gz", ".bz2", ".xz", ".GZ"])
@@ -293,3 +299,18 @@ def test_every_compression_the_analysis_reads_is_read(tmp_path, suffix):
     read_back = data.read_structures(packed)
     assert len(read_back) == 2 and read_back[1].get_potential_energy() == pytest.approx(-14.5)
     np.testing.assert_allclose(read_back[0].get_forces(), 0.25)
+
+
+@pytest.mark.parametrize("text, layout", [
+    ("1\nc\nH 0 0 0\n2\nc\nH 0 0 0\nH 1 0 0\n", (7, 2, False)),  # frames of different sizes
+    ("1\nc\nH 0 0 0\n\n\n", (3, 1, False)),  # blank lines after the last frame
+    ("1\nc\nH 0 0 0\n2\nc\nH 0 0 0\n", (3, 1, True)),  # short of an atom line
+    ("1\nc\nH 0 0 0\n1\nc\nH 0 0", (3, 1, True)),  # the last line without its newline
+    ("1\nc\nH 0 0 0\nnot a count\n", None),  # not xyz frames: left to the parser
+    ("-1\nc\n", None),
+])
+def test_frame_layout_of_text_and_bytes(text, layout):
+    """pet.xyz_frames.frame_layout, which pet.data and analysis.ipi_files share: the same answer
+    for the lines of a text file and of a binary one."""
+    assert frame_layout(StringIO(text)) == layout
+    assert frame_layout(BytesIO(text.encode())) == layout
