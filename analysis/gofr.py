@@ -7,19 +7,21 @@ atoms in volume V, the pairs counted per frame in the shell [r, r + dr] give
 
 averaged over frames (an ideal gas gives g = 1), and the running coordination number
 n(r) = 2 · (pairs closer than r) / n. Error bars: block averages over frames. Reference curves
-(two columns r, g; r in Å or Bohr) are drawn for comparison. The bins end at r_max exactly:
+(two columns r, g; r in Å or Bohr, increasing from >= 0; an i-PI properties file is refused) are
+drawn for comparison. The bins end at r_max exactly:
 ⌈r_max / bin⌉ of them (at most 10000), a little narrower than ``--bin`` where it does not divide
 ``--r-max``. The trajectory needs a periodic cell (its volume normalises g). Beyond half the
 cell's smallest width g(r) counts pairs with several periodic images of the cell, which a warning
 says (r_max is bounded so that a frame holds at most 1e7 pairs).
 """
 
+import re
 from pathlib import Path
 
 import numpy as np
 
 from .errors import AnalysisError
-from .ipi_files import read_trajectory, read_two_columns
+from .ipi_files import read_text, read_trajectory, read_two_columns
 from .output import figure
 from .pairs import add_binning_arguments, bins_note, check_cutoff, distance_edges, pairs_within
 from .stats import block_error
@@ -69,6 +71,25 @@ def parse_reference(text: str):
     return text, "angstrom"
 
 
+IPI_COLUMN_HEADER = re.compile(r"^#\s*(column|cols\.)\s+\d", re.MULTILINE)
+"""A header line of an i-PI properties file (``# column 3 --> conserved{electronvolt}``)."""
+
+
+def read_reference(path: str, unit: str) -> np.ndarray:
+    """(n, 2) reference g(r): r in Å (read in ``unit``), g; AnalysisError for a file that is not
+    one: an i-PI properties file, r not increasing from >= 0, or a value that is not finite."""
+    if IPI_COLUMN_HEADER.search(read_text(path)):
+        raise AnalysisError(f"--reference {path}: an i-PI properties file, not a g(r) table "
+                            "(columns r, g)")
+    table = read_two_columns(path, unit)
+    if not np.isfinite(table).all():
+        raise AnalysisError(f"--reference {path}: a value that is not a finite number: not a g(r) table")
+    if table[0, 0] < 0 or np.any(np.diff(table[:, 0]) <= 0):
+        raise AnalysisError(f"--reference {path}: its first column does not increase from r >= 0: "
+                            "not a g(r) table (columns r, g)")
+    return table
+
+
 def add_arguments(parser):
     parser.add_argument("positions", help="i-PI positions trajectory (xyz or extxyz)")
     parser.add_argument("--element", default="O", help="element of both atoms of a pair (default O)")
@@ -84,7 +105,7 @@ def run(args):
     selected = [index for index, symbol in enumerate(positions.symbols) if symbol == args.element]
     if not selected:
         raise AnalysisError(f"{args.positions}: no atom of element {args.element}")
-    references = {path: read_two_columns(path, unit) for path, unit in map(parse_reference, args.reference)}
+    references = {path: read_reference(path, unit) for path, unit in map(parse_reference, args.reference)}
     check_cutoff(len(selected), positions.cells, args.r_max, args.positions)
     result = radial_distribution(positions.values[:, selected], positions.cells, edges, args.blocks)
     result["element"] = args.element

@@ -242,6 +242,26 @@ def test_empty_binary_and_wrong_kinds_of_files_are_one_line_errors(tmp_path, cap
         f"pet-analyze ice: error: {empty}: the file is empty"]
 
 
+def test_a_reference_that_is_not_a_gofr_table_is_refused(tmp_path, capsys):
+    """gofr --reference: an i-PI properties file (its step and time columns plotted as a g(r)
+    before), a first column that does not increase, a NaN: one line each, naming the file."""
+    positions = str(write_ipi_xyz(tmp_path / "pos.xyz", ["O", "H", "H"] * 2, two_molecules(4), BOX))
+    properties = write_ipi_properties(tmp_path / "sim.out", [("time{picosecond}", [0.0, 0.1, 0.2]),
+                                                             ("conserved{electronvolt}", [0.0, 0.1, 0.2])])
+    unordered = tmp_path / "unordered.dat"
+    unordered.write_text("2.0 1.0\n1.0 0.5\n")
+    missing = tmp_path / "nan.dat"
+    missing.write_text("1.0 0.5\n2.0 nan\n")
+    out = ["--out", str(tmp_path / "g")]
+    errors = run_errors(capsys, *(["gofr", positions, "--reference", str(path), *out]
+                                  for path in (properties, unordered, missing)))
+    assert errors == [
+        f"pet-analyze gofr: error: --reference {properties}: an i-PI properties file, not a g(r) table (columns r, g)",
+        f"pet-analyze gofr: error: --reference {unordered}: its first column does not increase from r >= 0: "
+        "not a g(r) table (columns r, g)",
+        f"pet-analyze gofr: error: --reference {missing}: a value that is not a finite number: not a g(r) table"]
+
+
 def test_a_forces_trajectory_in_ipis_ase_format_is_read(tmp_path):
     """i-PI's format="ase" writes a forces trajectory as an extxyz 'forces' column, which ASE's
     reader moves into a calculator (reading it failed with KeyError: 'forces'); eV/Å as written."""
