@@ -15,13 +15,12 @@ cell's smallest width g(r) counts pairs with several periodic images of the cell
 says (r_max is bounded so that a frame holds at most 1e7 pairs).
 """
 
-import re
 from pathlib import Path
 
 import numpy as np
 
 from .errors import AnalysisError
-from .ipi_files import read_text, read_trajectory, read_two_columns
+from .ipi_files import is_properties_text, read_text, read_trajectory, read_two_columns
 from .output import figure
 from .pairs import add_binning_arguments, bins_note, check_cutoff, distance_edges, pairs_within
 from .stats import block_error
@@ -71,19 +70,16 @@ def parse_reference(text: str):
     return text, "angstrom"
 
 
-IPI_COLUMN_HEADER = re.compile(r"^#\s*(column|cols\.)\s+\d", re.MULTILINE)
-"""A header line of an i-PI properties file (``# column 3 --> conserved{electronvolt}``)."""
-
-
 def read_reference(path: str, unit: str) -> np.ndarray:
     """(n, 2) reference g(r): r in Å (read in ``unit``), g; AnalysisError for a file that is not
     one: an i-PI properties file, r not increasing from >= 0, or a value that is not finite."""
-    if IPI_COLUMN_HEADER.search(read_text(path)):
+    if is_properties_text(read_text(path)):
         raise AnalysisError(f"--reference {path}: an i-PI properties file, not a g(r) table "
                             "(columns r, g)")
     table = read_two_columns(path, unit)
     if not np.isfinite(table).all():
-        raise AnalysisError(f"--reference {path}: a value that is not a finite number: not a g(r) table")
+        raise AnalysisError(f"--reference {path}: a value that is not a finite number: not a g(r) "
+                            "table (columns r, g)")
     if table[0, 0] < 0 or np.any(np.diff(table[:, 0]) <= 0):
         raise AnalysisError(f"--reference {path}: its first column does not increase from r >= 0: "
                             "not a g(r) table (columns r, g)")

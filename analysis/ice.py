@@ -186,7 +186,7 @@ def add_arguments(parser):
                         help="the model compared with raw: a rotation grid N or Ni (the average; default 2i), "
                              "or random (one random rotation per evaluation, seeded by --seed)")
     parser.add_argument("--seed", type=non_negative_int,
-                        help="seed of the random rotations of --grid random, an integer >= 0 (default 0)")
+                        help="seed of the random rotations of --grid random, a non-negative integer (default 0)")
     parser.add_argument("--index", type=ase_index, default=":",
                         help="which frames of CELLS, ASE syntax: N, START:STOP[:STEP] (default ':')")
     parser.add_argument("--relaxed-raw", nargs="+", metavar="TRAJ",

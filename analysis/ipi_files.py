@@ -171,14 +171,25 @@ def _first_lines(path: Path, n_lines):
         yield copy
 
 
+IPI_COLUMN_HEADER = re.compile(r"^#\s*(?:column\s+\d+|cols\.\s+\d+-\d+)\s+-->", re.MULTILINE)
+"""A header line of an i-PI properties file (``# column   3     --> conserved{electronvolt}``,
+``#cols.    4-6   --> ...`` for a vector)."""
+
+
+def is_properties_text(text: str) -> bool:
+    """Whether ``text`` has the header lines of an i-PI properties file."""
+    return IPI_COLUMN_HEADER.search(text) is not None
+
+
 def _complete_rows(readable: Path, path: Path):
     """The number of lines before the last data row of a properties file if that row is
     incomplete (fewer fields than the first row, or no end of line), else None (also for a file
     without i-PI's '# column N -->' header, left to the parser to report); ``readable``: the file
     to read, ``path``: its name for the warning."""
-    lines = readable.read_text().splitlines(keepends=True)
+    text = readable.read_text()
+    lines = text.splitlines(keepends=True)
     rows = [k for k, line in enumerate(lines) if line.strip() and not line.startswith("#")]
-    if not rows or not any(line.startswith("#") and "-->" in line for line in lines):
+    if not rows or not is_properties_text(text):
         return None
     last = lines[rows[-1]]
     if last.endswith("\n") and len(last.split()) == len(lines[rows[0]].split()):
@@ -382,9 +393,9 @@ def _complete_frames(readable: Path, path: Path):
     file ends with a whole frame or is not laid out as xyz frames (left to the parser to report)."""
     with open(readable, "rb") as handle:
         layout = frame_layout(handle)
-    if layout is None or not layout.incomplete:
+    if layout.malformed_line is not None or not layout.incomplete:
         return None
-    n_lines, complete, _ = layout
+    n_lines, complete = layout.n_lines, layout.n_frames
     if complete == 0:
         raise AnalysisError(f"{path}: its only frame is incomplete (a run still writing, or cut short)")
     _warn(f"{path}: the last frame is incomplete (a run still writing, or cut short): "

@@ -29,7 +29,7 @@ import warnings
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence
 
 import numpy as np
 from ase import Atoms
@@ -87,15 +87,14 @@ def _labelled(atoms: Atoms, energy: float, forces: np.ndarray) -> Atoms:
 
 def _read_extxyz_fast(path, text: str) -> List[Atoms]:
     """All frames of the extended-XYZ ``text`` of ``path``, parsed with numpy: ASE's reader takes
-    minutes on the 1396-frame file. Columns follow each frame's ``Properties``."""
-    lines = text.splitlines()
+    minutes on the 1396-frame file. Columns follow each frame's ``Properties``; ``text`` holds
+    whole frames (:func:`complete_frames_text`), lines split at newlines only, as there."""
+    lines = text.split("\n")
     frames, line = [], 0
     while line < len(lines) and lines[line].strip():
         n_atoms = int(lines[line])
         info = key_val_str_to_dict(lines[line + 1])
         rows = [text.split() for text in lines[line + 2: line + 2 + n_atoms]]
-        if len(rows) != n_atoms:
-            raise DataError(f"{path}: frame {len(frames)} is truncated")
         columns, start = {}, 0
         fields = info.pop("Properties", "species:S:1:pos:R:3").split(":")
         for name, kind, width in zip(fields[::3], fields[1::3], fields[2::3]):
@@ -124,16 +123,29 @@ def open_text(path: Path):
     return (opener(path) or open)(path, "rt", errors="replace")
 
 
-def complete_frames_text(path: Path) -> Tuple[str, bool]:
+def complete_frames_text(path: Path, whole_file: bool = False) -> str:
     """The text of the xyz or extxyz file ``path`` (possibly compressed) up to its last complete
-    frame, and whether an incomplete frame was left out (a run still writing, or cut short:
-    :func:`pet.xyz_frames.frame_layout`)."""
+    frame (:func:`pet.xyz_frames.frame_layout`). An incomplete last frame (a run still writing, or
+    cut short) is left out with a warning on stderr, or with ``whole_file`` is a DataError, as is
+    a file whose only frame is incomplete, or a line where a frame's atom count should be and is
+    not (a blank line or other text between frames: the frames after it would be lost)."""
     with open_text(path) as handle:
         lines = handle.readlines()
     layout = frame_layout(lines)
-    if layout is None or not layout.incomplete:
-        return "".join(lines), False
-    return "".join(lines[:layout.n_lines]), True
+    start = layout.n_lines + 1
+    if layout.malformed_line is not None:
+        raise DataError(f"cannot read {path}: line {layout.malformed_line} should be the atom count of frame "
+                        f"{layout.n_frames} (from 0) and is not (a blank line or other text between frames?)")
+    if not layout.incomplete:
+        return "".join(lines)
+    if whole_file:
+        raise DataError(f"{path}: frame {layout.n_frames} (from 0; line {start}) is truncated: fewer "
+                        "lines than its atom count, or its last line unfinished (a file cut short?)")
+    if layout.n_frames == 0:
+        raise DataError(f"{path}: its only frame is incomplete (a run still writing, or cut short)")
+    print(f"warning: {path}: the last frame (from line {start}) is incomplete (a run still writing, or "
+          f"cut short): reading the {layout.n_frames} complete frames before it", file=sys.stderr)
+    return "".join(lines[:layout.n_lines])
 
 
 def _comment_line(text: str) -> str:
@@ -200,21 +212,20 @@ def check_frame(atoms: Atoms, where: str) -> None:
                         f"{OVERLAP_DISTANCE} Å): not a structure (one that blew up, or not in Å?)")
 
 
-def read_structures(path) -> List[Atoms]:
+def read_structures(path, whole_file: bool = False) -> List[Atoms]:
     """Every frame of an ASE-readable file in Å/eV or of an i-PI xyz trajectory, labelled or not:
     an energy (eV) and forces (eV/Å) stored in the file are attached as a SinglePointCalculator,
     as far as they exist. DataError for an i-PI trajectory of another quantity than positions
-    (the frames are not checked: see :func:`check_frame`)."""
+    (the frames are not checked: see :func:`check_frame`). The incomplete last frame of an xyz
+    or extxyz file is left out with a warning, or with ``whole_file`` is an error
+    (:func:`complete_frames_text`)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"no data file at {path}")
     try:
         name = inner_name(path)
         if name.endswith((".xyz", ".extxyz")):
-            text, cut = complete_frames_text(path)
-            if cut:
-                print(f"warning: {path}: the last frame is incomplete (a run still writing, or cut "
-                      "short): read without it", file=sys.stderr)
+            text = complete_frames_text(path, whole_file)
             if name.endswith(".xyz") and "CELL(" in _comment_line(text):
                 frames = read_ipi_xyz(path, text)
             else:
@@ -241,9 +252,9 @@ def missing_labels(atoms: Atoms) -> List[str]:
 def read_frames(path) -> List[Atoms]:
     """Labelled frames (energy in eV, forces in eV/Å) from an ASE-readable file in Å/eV; DataError
     naming the file and the frame (counted from 0) for one that is not a structure
-    (:func:`check_frame`) or lacks a label."""
+    (:func:`check_frame`), lacks a label or is incomplete (a data set is not a run still writing)."""
     labelled = []
-    for number, atoms in enumerate(read_structures(path)):
+    for number, atoms in enumerate(read_structures(path, whole_file=True)):
         check_frame(atoms, f"{path}: frame {number}")
         missing = missing_labels(atoms)
         if missing:

@@ -7,34 +7,40 @@ from typing import Iterable, NamedTuple, Optional, Union
 
 
 class FrameLayout(NamedTuple):
-    """The whole frames at the start of an xyz file."""
+    """The whole frames at the start of an xyz file, and what follows them."""
 
     n_lines: int
     """Lines they take (count line, comment line and one line per atom, each)."""
     n_frames: int
     incomplete: bool
-    """Whether an incomplete frame follows them: fewer lines than its count line says, or a last
-    line without its newline."""
+    """Whether an incomplete frame follows them, up to the end of the file: fewer lines than its
+    count line says, or a last line without its newline."""
+    malformed_line: Optional[int] = None
+    """The line (from 1) after them that should be a frame's atom count and is not (not a
+    non-negative integer; blank lines after the last frame are allowed); None if there is none."""
 
 
-def frame_layout(lines: Iterable[Union[str, bytes]]) -> Optional[FrameLayout]:
+def _ends_line(line: Union[str, bytes]) -> bool:
+    return line.endswith(b"\n" if isinstance(line, bytes) else "\n")
+
+
+def frame_layout(lines: Iterable[Union[str, bytes]]) -> FrameLayout:
     """The :class:`FrameLayout` of the ``lines`` of an xyz file (text or bytes, each with its
-    newline, as a file yields them), each frame read with its own atom count (frames may differ in
-    size); None if they are not laid out as xyz frames (a count line that is not a non-negative
-    number; blank lines after the last frame are allowed): left to the parser to report."""
+    newline, as a file yields them), each frame read with its own atom count (frames may differ
+    in size)."""
     lines = iter(lines)
     n_lines = n_frames = 0
     for count in lines:
         try:
             n_atoms = int(count)
         except ValueError:
-            if count.strip() or any(line.strip() for line in lines):
-                return None
-            break
+            n_atoms = -1
         if n_atoms < 0:
-            return None
+            if count.strip() or any(line.strip() for line in lines):
+                return FrameLayout(n_lines, n_frames, False, n_lines + 1)
+            break
         body = list(itertools.islice(lines, n_atoms + 1))
-        if len(body) < n_atoms + 1 or body[-1][-1:] not in ("\n", b"\n"):
+        if len(body) < n_atoms + 1 or not _ends_line(body[-1]):
             return FrameLayout(n_lines, n_frames, True)
         n_lines += n_atoms + 2
         n_frames += 1

@@ -244,7 +244,8 @@ def test_empty_binary_and_wrong_kinds_of_files_are_one_line_errors(tmp_path, cap
 
 def test_a_reference_that_is_not_a_gofr_table_is_refused(tmp_path, capsys):
     """gofr --reference: an i-PI properties file (its step and time columns plotted as a g(r)
-    before), a first column that does not increase, a NaN: one line each, naming the file."""
+    before), a first column that does not increase, a NaN: one line each, naming the file; a
+    table whose comments merely mention columns is read."""
     positions = str(write_ipi_xyz(tmp_path / "pos.xyz", ["O", "H", "H"] * 2, two_molecules(4), BOX))
     properties = write_ipi_properties(tmp_path / "sim.out", [("time{picosecond}", [0.0, 0.1, 0.2]),
                                                              ("conserved{electronvolt}", [0.0, 0.1, 0.2])])
@@ -259,7 +260,11 @@ def test_a_reference_that_is_not_a_gofr_table_is_refused(tmp_path, capsys):
         f"pet-analyze gofr: error: --reference {properties}: an i-PI properties file, not a g(r) table (columns r, g)",
         f"pet-analyze gofr: error: --reference {unordered}: its first column does not increase from r >= 0: "
         "not a g(r) table (columns r, g)",
-        f"pet-analyze gofr: error: --reference {missing}: a value that is not a finite number: not a g(r) table"]
+        f"pet-analyze gofr: error: --reference {missing}: a value that is not a finite number: not a g(r) table "
+        "(columns r, g)"]
+    commented = tmp_path / "commented.dat"  # a header that only looks like i-PI's
+    commented.write_text("# column 1: r (Angstrom), column 2: g(r)\n#cols. 1 and 2\n1.0 0.5\n2.0 1.0\n")
+    assert main(["gofr", positions, "--reference", str(commented), "--blocks", "2", *out]) == 0
 
 
 def test_a_forces_trajectory_in_ipis_ase_format_is_read(tmp_path):

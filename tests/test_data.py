@@ -89,6 +89,11 @@ def test_missing_corrupt_and_unlabelled_files(tmp_path):
     truncated.write_text("3\nProperties=species:S:1:pos:R:3 energy=1.0\nO 0 0 0\nH 1 0 0\n")
     with pytest.raises(DataError, match="truncated"):
         read_frames(truncated)
+    gap = tmp_path / "gap.xyz"  # the parser stopped at the blank line: frames after it were lost
+    frame = "3\nProperties=species:S:1:pos:R:3 energy=1.0\nO 0 0 0\nH 0.96 0 0\nH 0 0.96 0\n"
+    gap.write_text(frame + "\n" + frame)
+    with pytest.raises(DataError, match="line 6 should be the atom count of frame 1 \\(from 0\\) and is not"):
+        data.read_structures(gap)
     broken_gz = tmp_path / "broken.xyz.gz"
     broken_gz.write_bytes(b"\x1f\x8b not really gzip")
     with pytest.raises(DataError, match="cannot read"):
@@ -277,12 +282,17 @@ def test_compressed_and_unfinished_ipi_trajectories(tmp_path, capsys):
     unfinished.write_text(frames[:-6])  # the last line cut inside its z
     capsys.readouterr()
     assert len(data.read_structures(unfinished)) == 1
-    assert capsys.readouterr().err == (f"warning: {unfinished}: the last frame is incomplete (a run still "
-                                       "writing, or cut short): read without it\n")
+    assert capsys.readouterr().err == (f"warning: {unfinished}: the last frame (from line 6) is incomplete "
+                                       "(a run still writing, or cut short): reading the 1 complete frames "
+                                       "before it\n")
     short = tmp_path / "flushed.pos_0.xyz"  # written up to a whole line, not yet a whole frame
     short.write_text(frames[:frames.rindex("H ")])
     assert len(data.read_structures(short)) == 1
-    assert "flushed.pos_0.xyz: the last frame is incomplete" in capsys.readouterr().err
+    assert "flushed.pos_0.xyz: the last frame (from line 6) is incomplete" in capsys.readouterr().err
+    alone = tmp_path / "alone.pos_0.xyz"
+    alone.write_text(frames[:frames.index("H ")])
+    with pytest.raises(DataError, match="its only frame is incomplete"):
+        data.read_structures(alone)
 
 
 @pytest.mark.parametrize("suffix", [".gz", ".bz2", ".xz", ".GZ"])
@@ -302,12 +312,13 @@ def test_every_compression_the_analysis_reads_is_read(tmp_path, suffix):
 
 
 @pytest.mark.parametrize("text, layout", [
-    ("1\nc\nH 0 0 0\n2\nc\nH 0 0 0\nH 1 0 0\n", (7, 2, False)),  # frames of different sizes
-    ("1\nc\nH 0 0 0\n\n\n", (3, 1, False)),  # blank lines after the last frame
-    ("1\nc\nH 0 0 0\n2\nc\nH 0 0 0\n", (3, 1, True)),  # short of an atom line
-    ("1\nc\nH 0 0 0\n1\nc\nH 0 0", (3, 1, True)),  # the last line without its newline
-    ("1\nc\nH 0 0 0\nnot a count\n", None),  # not xyz frames: left to the parser
-    ("-1\nc\n", None),
+    ("1\nc\nH 0 0 0\n2\nc\nH 0 0 0\nH 1 0 0\n", (7, 2, False, None)),  # frames of different sizes
+    ("1\nc\nH 0 0 0\n\n\n", (3, 1, False, None)),  # blank lines after the last frame
+    ("1\nc\nH 0 0 0\n2\nc\nH 0 0 0\n", (3, 1, True, None)),  # short of an atom line
+    ("1\nc\nH 0 0 0\n1\nc\nH 0 0", (3, 1, True, None)),  # the last line without its newline
+    ("1\nc\nH 0 0 0\nnot a count\n", (3, 1, False, 4)),  # not xyz frames from line 4
+    ("1\nc\nH 0 0 0\n\n1\nc\nH 0 0 0\n", (3, 1, False, 4)),  # a blank line between frames
+    ("-1\nc\n", (0, 0, False, 1)),
 ])
 def test_frame_layout_of_text_and_bytes(text, layout):
     """pet.xyz_frames.frame_layout, which pet.data and analysis.ipi_files share: the same answer
