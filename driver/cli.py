@@ -14,6 +14,7 @@ from pet.allocator import retain_freed_memory
 from pet.arguments import OneLineParser, finite_float, non_negative_int, positive_int
 from pet.calculator import load_model, resolve_device
 from pet.checkpoint import CheckpointError
+from pet.compilation import compile_problem, compile_transformers
 from pet.models import default_model_path
 from pet.verlet import MAX_SKIN
 
@@ -98,13 +99,18 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"repeating unit of the atom order instead of --template, element "
                              f"symbols the model knows (default {DEFAULT_UNIT}: O, H, H per molecule)")
     parser.add_argument("--seed", type=non_negative_int, default=None,
-                        help="seed of the random channels, an integer >= 0 (default: fresh randomness)")
+                        help="seed of the random channels, a non-negative integer (default: fresh randomness)")
     parser.add_argument("--chunk-size", type=positive_int, default=None, metavar="K",
                         help="at most K rotated copies per forward pass (bounds memory; default automatic)")
     parser.add_argument("--max-memory", type=finite_float(0.0, low_allowed=False, unit=" MB"),
                         default=None, metavar="MB",
                         help="instead of --chunk-size: as many rotated copies per pass as fit in MB "
                              "megabytes (estimated from one copy; for GPUs, on a CPU the default is faster)")
+    parser.add_argument("--compile", action="store_true",
+                        help="compile the model's transformers with torch.compile: faster evaluations "
+                             "(docs/performance.md), but the first one, and the first of a new kind of "
+                             "shape, waits for the compiler (tens of seconds on a CPU); needs a C++ "
+                             "compiler on a CPU, triton on a GPU; not with --max-memory")
     parser.add_argument("--connect-timeout", type=finite_float(0.0, unit=" s"), default=60.0,
                         metavar="SECONDS",
                         help="with --retry, give up when i-PI is not there after this long (default 60)")
@@ -147,6 +153,16 @@ def check_device(device: str) -> None:
         resolve_device(device)
     except ValueError as error:
         raise ValueError(f"{error}: use --device cpu") from None
+
+
+def check_compilable(args) -> None:
+    """ValueError if --compile cannot work with the other options or on this machine."""
+    if args.max_memory is not None:
+        raise ValueError("give either --compile or --max-memory, not both: the memory estimate "
+                         "is made with the model as it is, not compiled")
+    problem = compile_problem(args.device)
+    if problem:
+        raise ValueError(f"--compile: {problem}")
 
 
 def check_socket_folders(specs: List[Tuple[str, Address]]) -> None:
@@ -197,6 +213,8 @@ def serve_channels(argv: Optional[List[str]]) -> int:
         check_device(args.device)
         if args.max_memory is not None and args.chunk_size is not None:
             raise ValueError("give either --chunk-size or --max-memory, not both")
+        if args.compile:
+            check_compilable(args)
     except (ValueError, SpeciesError) as error:
         parser.error(str(error))
     retain_freed_memory()
@@ -210,6 +228,10 @@ def serve_channels(argv: Optional[List[str]]) -> int:
     except ValueError as error:
         log.error("cannot load the model: %s", error)
         return 1
+    if args.compile:
+        compile_transformers(model)
+        log.info("--compile: the transformers are compiled at the first evaluation (tens of "
+                 "seconds on a CPU; again, shorter, for a new kind of shape)")
     if species.exact or args.species is not None:  # the default unit may be replaced in i-PI's INIT
         try:
             species.check_known(model.species)

@@ -26,6 +26,7 @@ from typing import List, Optional
 
 from pet.arguments import OneLineParser, finite_float, positive_int
 from pet.calculator import load_model, resolve_device
+from pet.compilation import compile_problem
 from pet.models import default_model_path
 from pet.output_paths import writable_folder
 
@@ -117,6 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "their <parameters>)")
     parser.add_argument("--threads", type=positive_int, metavar="N", help="CPU threads of each pet-driver "
                         "(default: torch's, one per core; 1 when other jobs share the cores)")
+    parser.add_argument("--compile", action="store_true",
+                        help="pet-driver --compile: torch.compile of the model's transformers (faster "
+                             "steps after a first one that waits tens of seconds for the compiler; "
+                             "for the pet-driver sockets, not the in-process forcefields)")
     parser.add_argument("--timeout", type=finite_float(0.0, low_allowed=False, unit=" s"),
                         metavar="SECONDS",
                         help="stop both processes and fail after this long (default: no limit)")
@@ -237,7 +242,8 @@ def check_in_process(xml: IPIInput, run_dir: Path) -> None:
         try:
             resolve_device(parameters.get("device", "cpu"))
         except ValueError as error:
-            raise InputError(f"ffdirect {name!r}: {error}: use --device cpu") from None
+            raise InputError(f"ffdirect {name!r}: {error}: give it a device this machine has "
+                             "(pet-run --device cpu, or cuda where torch sees one)") from None
         model = parameters.get("model")
         key = (default_model_path() if model is None else run_dir / str(model),
                str(parameters.get("dtype", "float64")))
@@ -267,13 +273,15 @@ def check_driver_model(args, template: Optional[Path]) -> None:
 
 def driver_command(channels: List[SocketChannel], args, template: Optional[Path],
                    sockets_prefix: str = SOCKETS_PREFIX) -> List[str]:
-    """The pet-driver command serving ``channels`` (with pet-run's --device, --dtype, --threads,
+    """The pet-driver command serving ``channels`` (with pet-run's --device, --dtype, --threads, --compile,
     the input's sockets prefix and --model, else the default model, as an absolute path: the
     driver runs in the run directory)."""
     command = [executable("pet-driver"), "--retry", "--connect-timeout", str(CONNECT_TIMEOUT),
                "--device", args.device or "cpu", "--dtype", args.dtype or "float64"]
     if args.threads is not None:
         command += ["--threads", str(args.threads)]
+    if args.compile:
+        command.append("--compile")
     if sockets_prefix != SOCKETS_PREFIX:
         command += ["--sockets-prefix", sockets_prefix]
     for channel in channels:
@@ -408,9 +416,15 @@ def launch(argv: Optional[List[str]]) -> int:
         channels = xml.channels()
         if args.print_driver_command and not channels:
             raise InputError(f"{source.name} has no <ffsocket>: there is no driver to start")
+        if args.compile and not channels:
+            raise InputError(f"--compile is an option of pet-driver, and {source.name} has no "
+                             "<ffsocket> (its in-process forcefields run as they are)")
         local_driver = bool(channels) and not (args.no_driver or args.print_driver_command)
         if local_driver:
             check_local_device(args.device)
+            problem = compile_problem(args.device or "cpu") if args.compile else None
+            if problem:
+                raise InputError(f"--compile: {problem}, on this machine, where pet-driver would run")
         if run_dir != folder:
             copy_inputs(folder, run_dir, xml.output_prefix)
         set_start(xml, folder, run_dir, args.structure, args.frame)

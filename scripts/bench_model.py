@@ -14,6 +14,9 @@
   by neighbour count, :mod:`pet.layout`; softmax over logits + log f) against one block padded to
   the largest neighbour count, and against that block with the attention computed as its
   definition (softmax, times f, renormalised: :func:`pet.transformer.definition_attention`).
+- ``compile``: raw and 2i evaluations of the model as it is against the same model with its
+  transformers compiled (:func:`pet.compilation.compile_transformers`, pet-driver --compile), with
+  the time of the first compiled call (the compiler's) and the agreement of the forces.
 - ``allocator``: raw evaluations in processes with and without
   :func:`pet.allocator.retain_freed_memory` (alternating, one process per round and setting), with
   the page faults per evaluation.
@@ -24,6 +27,7 @@
 """
 
 import argparse
+import copy
 import ctypes
 import dataclasses
 import json
@@ -40,15 +44,17 @@ import benchlib
 from grids.averaging import GridAverage
 from grids.quadrature import rotation_grid
 from pet import layout, transformer
+from pet.compilation import compile_problem, compile_transformers
 from pet.compute import (PEAK_PER_SAVED_BYTE, compute, default_chunk_size, saved_bytes_per_token,
                          tokens_per_copy)
 from pet.model import GNNLayer, concatenated_edge_tokens
 from pet.neighbors import graph_from_atoms
 
-PARTS = ("averaging", "scaling", "layout", "memory", "allocator")
+PARTS = ("averaging", "scaling", "layout", "compile", "memory", "allocator")
 MOLECULES = {"averaging": [1, 8, 64, 512], "scaling": [1, 64, 128, 256, 512], "layout": [64, 128, 512],
-             "memory": [512], "allocator": [64, 512]}
-QUICK_MOLECULES = {"averaging": [4], "scaling": [1, 4, 8], "layout": [4], "memory": [4], "allocator": [4]}
+             "compile": [64], "memory": [512], "allocator": [64, 512]}
+QUICK_MOLECULES = {"averaging": [4], "scaling": [1, 4, 8], "layout": [4], "compile": [4], "memory": [4],
+                   "allocator": [4]}
 RAW_EVALUATIONS = 3
 """Timed raw evaluations per process in the allocator part (after one untimed)."""
 BUDGETS_MB = [1000.0, 3000.0]
@@ -116,6 +122,32 @@ def scaling_part(args, model, sizes):
         rows.append([n, atoms, benchlib.milliseconds(medians[n]), f"{1e6 * medians[n] / atoms:.0f}",
                      f"{medians[n] / medians[reference]:.2f}"])
     return rows, reference
+
+
+def compile_part(args, model, compiled, n_molecules):
+    graph = model_graph(model, n_molecules)
+    rows = []
+    for spec in ("raw", "2i"):
+        def evaluation(network):
+            if spec == "raw":
+                return lambda: compute(network, graph)
+            average = GridAverage(network, spec)
+            return lambda: average(graph)
+
+        variants = {"as it is": evaluation(model), "compiled": evaluation(compiled)}
+        benchlib.synchronize(args.device)
+        start = time.perf_counter()
+        first = variants["compiled"]()
+        benchlib.synchronize(args.device)
+        compiling = time.perf_counter() - start
+        times = benchlib.interleaved(variants, args.repeats, warmup=0 if args.quick else 1,
+                                     device=args.device, progress=f"compile {spec}, {n_molecules} molecules")
+        reference = variants["as it is"]().forces
+        difference = float((first.forces - reference).abs().max() / reference.abs().max())
+        eager, fast = benchlib.median(times["as it is"]), benchlib.median(times["compiled"])
+        rows.append([n_molecules, spec, benchlib.milliseconds(eager), benchlib.milliseconds(fast),
+                     f"{fast / eager:.3f}", f"{compiling:.1f}", f"{difference:.1e}"])
+    return rows
 
 
 LAYOUTS = ("grouped, log f, folded (the code)", "grouped, log f, concatenated", "one block, log f, concatenated",
@@ -266,6 +298,9 @@ TABLES = {
     "layout": ("Raw evaluation: edge tokens, token layout and attention form (ms, median)",
                ["molecules", "tokens grouped / one block", "groups", *LAYOUTS, "folded / concatenated",
                 "grouped / one block", "log f / definition", "max |ΔF| / max |F|"]),
+    "compile": ("The model as it is against its transformers compiled (ms, median)",
+                ["molecules", "evaluation", "as it is", "compiled", "compiled / as it is",
+                 "first compiled call (s)", "max |ΔF| / max |F|"]),
     "allocator": ("Raw evaluation with and without pet.allocator.retain_freed_memory (ms, median; "
                   "one process per round and setting)",
                   ["molecules", "freed memory kept", "glibc default", "kept / default",
@@ -309,6 +344,8 @@ def run() -> int:
     if any(not budget > 0 for budget in budgets):
         raise benchlib.BenchError("--budgets must be positive")
     benchlib.setup(args, retain_memory=not args.no_retain_memory)
+    if "compile" in args.part and compile_problem(args.device):
+        raise benchlib.BenchError(f"--part compile: {compile_problem(args.device)}")
     args.repeats = args.repeats or (1 if args.quick else 3)
     model = benchlib.benchmark_model(args)
     for part in args.part:
@@ -323,6 +360,9 @@ def run() -> int:
             rows = [row for n in sizes[part] for row in memory_part(args, n, budgets)]
         elif part == "layout":
             rows = [layout_part(args, model, n) for n in sizes[part]]
+        elif part == "compile":
+            compiled = compile_transformers(copy.deepcopy(model))
+            rows = [row for n in sizes[part] for row in compile_part(args, model, compiled, n)]
         else:
             rows = [allocator_part(args, n) for n in sizes[part]]
         print(f"\n{title}:\n\n{benchlib.table(headers, rows)}{note}", flush=True)

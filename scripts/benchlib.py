@@ -30,7 +30,7 @@ from driver.protocol import ANGSTROM_PER_BOHR, EV_PER_HARTREE, SOCKETS_PREFIX
 from pet import PET, PETHypers, checkpoint
 from pet.allocator import retain_freed_memory
 from pet.arguments import OneLineParser
-from pet.calculator import load_model
+from pet.calculator import load_model, resolve_device
 from pet.checkpoint import CheckpointError
 from pet.structures import water_box
 
@@ -74,8 +74,10 @@ def parser(description: str) -> argparse.ArgumentParser:
 def setup(args, retain_memory: bool = True) -> None:
     """Check the common options, set the threads and (``retain_memory``) the allocator as
     pet-driver does."""
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise BenchError("--device cuda: torch sees no CUDA device here")
+    try:
+        resolve_device(args.device)
+    except ValueError as error:
+        raise BenchError(str(error)) from None
     if args.threads < 1:
         raise BenchError("--threads must be at least 1")
     if args.repeats is not None and args.repeats < 1:

@@ -101,10 +101,12 @@ def relative_error(actual, reference) -> float:
     return float(np.abs(np.asarray(actual) - reference).max() / np.abs(reference).max())
 
 
-def test_mts_run_matches_the_calculator(processes, tmp_path, tiny_checkpoint, water_cell):
+@pytest.mark.parametrize("options", [[], ["--compile"]], ids=["as-it-is", "compiled"])
+def test_mts_run_matches_the_calculator(processes, tmp_path, tiny_checkpoint, water_cell, options):
     """A 3-step MTS run (raw [-1, 1], 2i [1, 0], random with weight 0 for output only), the driver
     started 2 s before i-PI: i-PI's first-frame forces and energies equal PETCalculator's, raw is
-    evaluated once per position, the weight-0 channel only for output."""
+    evaluated once per position, the weight-0 channel only for output; also with the model's
+    transformers compiled (pet-driver --compile)."""
     atoms = ipi_orientation(water_cell)  # a sheared triclinic cell: checks ASE cell = h transposed
     write_ipi_xyz(tmp_path / "init.xyz", [atoms])
     names = {mode: unique_name(f"t{mode}") for mode in ("raw", "2i", "random")}
@@ -113,7 +115,7 @@ def test_mts_run_matches_the_calculator(processes, tmp_path, tiny_checkpoint, wa
         steps=steps, raw=socket("raw", names["raw"]), avg=socket("2i", names["2i"]),
         rnd=socket("random", names["random"])))
     driver = processes.start(driver_command(
-        "--model", tiny_checkpoint, "--retry", "--connect-timeout", 60, "--seed", 3,
+        "--model", tiny_checkpoint, "--retry", "--connect-timeout", 60, "--seed", 3, *options,
         *[f"--channel={mode}=unix:{name}" for mode, name in names.items()]), "driver.log")
     time.sleep(2.0)
     assert driver.poll() is None, log_text(driver)

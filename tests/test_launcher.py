@@ -259,7 +259,7 @@ def test_cuda_is_checked_where_the_model_would_run(tmp_path, capsys):
                           "--print-driver-command"]) == 0  # the drivers run elsewhere
     assert "--device cuda" in capsys.readouterr().out
     error = pet_run_error(capsys, INPUTS / "mts-inprocess", "--device", "cuda", "--run-dir", tmp_path / "run")
-    assert "ffdirect 'raw': device 'cuda' requested but torch sees no CUDA device on this machine: use --device cpu" in error
+    assert "ffdirect 'raw': device 'cuda' requested but torch sees no CUDA device on this machine: give it a device this machine has (pet-run --device cpu" in error
 
 
 @pytest.mark.parametrize("replacement, message", [
