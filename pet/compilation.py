@@ -14,7 +14,6 @@ import importlib.util
 import os
 import shutil
 
-import torch
 
 from .model import PET
 
