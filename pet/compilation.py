@@ -14,7 +14,6 @@ import importlib.util
 import os
 import shutil
 
-
 from .model import PET
 
 CXX_COMPILERS = ("g++", "c++", "clang++")
