@@ -4,6 +4,7 @@ Models here are float64 unless a test is about float32, so that symmetry and fin
 checks hold to round-off.
 """
 
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,12 @@ import torch
 from pet import PET, PETHypers
 from pet import checkpoint
 from pet.structures import water_box
+
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    # a suite started in the background of a non-interactive shell (nohup ... &) inherits Ctrl-C
+    # ignored, and so would every command the tests start, which then (rightly) ignore the Ctrl-C
+    # the tests send them: restore Python's handler, which the commands' processes do not inherit
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 TINY_HYPERS = PETHypers(n_gnn=2, d_pet=16, n_tl=1, n_heads=2, d_feedforward=32, d_head=16)
 """Hypers small enough for fast tests (cutoff 4.0 Å, Δ 0.2 Å as the paper)."""

@@ -32,7 +32,11 @@ def test_ctrl_c_while_the_command_is_imported_is_one_line(function, prog, argume
         [sys.executable, "-c", f"import sys; from pet.entry import {function}; sys.exit({function}())",
          *arguments], cwd=tmp_path,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(0.5)  # importing torch takes seconds
-    process.send_signal(sig)
-    out, err = process.communicate(timeout=60)
+    try:
+        time.sleep(0.5)  # importing torch takes seconds
+        process.send_signal(sig)
+        out, err = process.communicate(timeout=60)
+    finally:  # a command that missed the signal (a training, say) must not outlive the test
+        process.kill()
+        process.wait()
     assert (process.returncode, err) == (130, f"{prog}: interrupted\n"), (out, err)
