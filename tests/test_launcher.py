@@ -338,3 +338,18 @@ def test_a_sockets_prefix_folder_that_cannot_be_made_is_one_line(tmp_path, capsy
     (folder / "afile").write_text("")
     error = pet_run_error(capsys, folder, "--print-driver-command")
     assert f"the <simulation sockets_prefix> of input.xml: {folder / 'afile'} is a file, not a folder" in error
+
+
+def test_compile_reaches_the_driver_and_not_the_in_process_forcefields(tmp_path, capsys, monkeypatch):
+    """pet-run --compile: in the pet-driver command; refused for an input with in-process
+    forcefields only, and where this machine, which would run pet-driver, cannot compile."""
+    assert launcher.main([str(EXAMPLE), "--compile", "--run-dir", str(tmp_path / "run"),
+                          "--print-driver-command"]) == 0
+    assert "--compile" in capsys.readouterr().out.split()
+    error = pet_run_error(capsys, INPUTS / "mts-inprocess", "--compile", "--run-dir", tmp_path / "in-process")
+    assert "--compile is an option of pet-driver, and input.xml has no <ffsocket>" in error
+    monkeypatch.setenv("PATH", str(tmp_path))  # no C++ compiler
+    monkeypatch.delenv("CXX", raising=False)
+    error = pet_run_error(capsys, EXAMPLE, "--compile", "--run-dir", tmp_path / "local")
+    assert "--compile: torch.compile on a CPU needs a C++ compiler" in error
+    assert "on this machine, where pet-driver would run" in error
