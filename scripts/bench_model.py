@@ -313,8 +313,9 @@ TABLES = {
 
 def run() -> int:
     parser = benchlib.parser(__doc__.splitlines()[0])
-    parser.add_argument("--part", nargs="+", choices=PARTS, default=list(PARTS),
-                        help="which benchmarks (default all)")
+    parser.add_argument("--part", nargs="+", choices=PARTS, default=None,
+                        help="which benchmarks (default all; compile only where this machine can "
+                             "compile)")
     parser.add_argument("--molecules", type=int, nargs="+", default=None, metavar="N",
                         help="water molecules for every part (default: " + "; ".join(
                             f"{part} {' '.join(map(str, sizes))}" for part, sizes in MOLECULES.items()) + ")")
@@ -336,6 +337,13 @@ def run() -> int:
         benchlib.setup(args, retain_memory=not args.no_retain_memory)
         print(json.dumps(raw_in_process(args, args.molecules[0])))
         return 0
+    problem = compile_problem(args.device)
+    if args.part is None:
+        args.part = [part for part in PARTS if part != "compile" or not problem]
+        if problem:
+            print(f"bench_model.py: the compile part is left out: {problem}", file=sys.stderr)
+    elif "compile" in args.part and problem:
+        raise benchlib.BenchError(f"--part compile: {problem}")
     defaults = QUICK_MOLECULES if args.quick else MOLECULES
     sizes = {part: args.molecules or defaults[part] for part in args.part}
     if any(n < 1 for values in sizes.values() for n in values):
@@ -344,8 +352,6 @@ def run() -> int:
     if any(not budget > 0 for budget in budgets):
         raise benchlib.BenchError("--budgets must be positive")
     benchlib.setup(args, retain_memory=not args.no_retain_memory)
-    if "compile" in args.part and compile_problem(args.device):
-        raise benchlib.BenchError(f"--part compile: {compile_problem(args.device)}")
     args.repeats = args.repeats or (1 if args.quick else 3)
     model = benchlib.benchmark_model(args)
     for part in args.part:

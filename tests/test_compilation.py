@@ -15,6 +15,12 @@ from pet.compute import compute
 from pet.neighbors import graph_from_atoms
 
 
+NO_COMPILER = compile_problem("cpu")
+"""Why torch.compile cannot run here (no C++ compiler), or None."""
+needs_compiler = pytest.mark.skipif(NO_COMPILER is not None, reason=str(NO_COMPILER))
+
+
+@needs_compiler
 def test_compiled_model_equals_the_model(tiny_model, water_cell, water_cluster):
     compiled = compile_transformers(copy.deepcopy(tiny_model))
     assert list(compiled.state_dict()) == list(tiny_model.state_dict())  # checkpoints unchanged
@@ -29,6 +35,7 @@ def test_compiled_model_equals_the_model(tiny_model, water_cell, water_cluster):
                 torch.testing.assert_close(result.virial, reference.virial, rtol=0, atol=1e-10)
 
 
+@needs_compiler
 def test_a_compiled_model_saves_and_loads_as_the_model(tmp_path, tiny_model):
     path = tmp_path / "compiled.pt"
     checkpoint.save(path, compile_transformers(copy.deepcopy(tiny_model)))

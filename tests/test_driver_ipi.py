@@ -20,6 +20,7 @@ from driver_processes import (EV_PER_ANGSTROM_IN_AU, driver_command, ipi_command
                               log_text, processes, read_first_frame, read_properties, unique_name,
                               wait_for, write_ipi_xyz)  # noqa: F401 (processes: a fixture)
 from pet.calculator import PETCalculator
+from pet.compilation import compile_problem
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 TIMEOUT = 120
@@ -101,7 +102,10 @@ def relative_error(actual, reference) -> float:
     return float(np.abs(np.asarray(actual) - reference).max() / np.abs(reference).max())
 
 
-@pytest.mark.parametrize("options", [[], ["--compile"]], ids=["as-it-is", "compiled"])
+@pytest.mark.parametrize("options", [
+    [], pytest.param(["--compile"], marks=pytest.mark.skipif(compile_problem("cpu") is not None,
+                                                             reason="no C++ compiler for torch.compile"))],
+    ids=["as-it-is", "compiled"])
 def test_mts_run_matches_the_calculator(processes, tmp_path, tiny_checkpoint, water_cell, options):
     """A 3-step MTS run (raw [-1, 1], 2i [1, 0], random with weight 0 for output only), the driver
     started 2 s before i-PI: i-PI's first-frame forces and energies equal PETCalculator's, raw is
