@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import AnalysisError
-from .ipi_files import is_properties_text, read_text, read_trajectory, read_two_columns
+from .ipi_files import is_properties_text, read_text, read_trajectory, two_columns
 from .output import figure
 from .pairs import add_binning_arguments, bins_note, check_cutoff, distance_edges, pairs_within
 from .stats import block_error
@@ -73,10 +73,11 @@ def parse_reference(text: str):
 def read_reference(path: str, unit: str) -> np.ndarray:
     """(n, 2) reference g(r): r in Å (read in ``unit``), g; AnalysisError for a file that is not
     one: an i-PI properties file, r not increasing from >= 0, or a value that is not finite."""
-    if is_properties_text(read_text(path)):
+    text = read_text(path)
+    if is_properties_text(text):
         raise AnalysisError(f"--reference {path}: an i-PI properties file, not a g(r) table "
                             "(columns r, g)")
-    table = read_two_columns(path, unit)
+    table = two_columns(text, path, unit)
     if not np.isfinite(table).all():
         raise AnalysisError(f"--reference {path}: a value that is not a finite number: not a g(r) "
                             "table (columns r, g)")

@@ -515,14 +515,22 @@ def common_frames(first: Trajectory, second: Trajectory):
 def read_two_columns(path, length_unit: str = "angstrom") -> np.ndarray:
     """(n, 2) numbers from a text table (e.g. a reference g(r)), first column converted to Å.
 
+    The file may be compressed (``.gz``, ``.bz2``, ``.xz``); see :func:`two_columns` for the rest.
+    """
+    return two_columns(read_text(path), path, length_unit)
+
+
+def two_columns(text: str, path, length_unit: str = "angstrom") -> np.ndarray:
+    """(n, 2) numbers from the ``text`` of the table ``path`` (named in errors), first column in Å.
+
     Lines that do not start with two numbers (comments, quoted headers) are skipped;
-    ``length_unit``: "angstrom" or "bohr"; the file may be compressed (``.gz``, ``.bz2``, ``.xz``).
+    ``length_unit``: "angstrom" or "bohr".
     """
     scale = {"angstrom": 1.0, "bohr": ase.units.Bohr}.get(length_unit)
     if scale is None:
         raise AnalysisError(f"unknown length unit '{length_unit}' for {path} (angstrom or bohr)")
     rows = []
-    for line in read_text(path).splitlines():
+    for line in text.splitlines():
         fields = line.split()
         try:
             rows.append((float(fields[0]), float(fields[1])))
