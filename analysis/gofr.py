@@ -71,8 +71,9 @@ def parse_reference(text: str):
 
 
 def read_reference(path: str, unit: str) -> np.ndarray:
-    """(n, 2) reference g(r): r in Å (read in ``unit``), g; AnalysisError for a file that is not
-    one: an i-PI properties file, r not increasing from >= 0, or a value that is not finite."""
+    """(n, 2) reference g(r): r in Å (read in ``unit``), g, from a text table that may be compressed
+    (``.gz``, ``.bz2``, ``.xz``); AnalysisError for a file that is not one: an i-PI properties file,
+    r not increasing from >= 0, or a value that is not finite."""
     text = read_text(path)
     if is_properties_text(text):
         raise AnalysisError(f"--reference {path}: an i-PI properties file, not a g(r) table "

@@ -512,14 +512,6 @@ def common_frames(first: Trajectory, second: Trajectory):
     return in_first, in_second
 
 
-def read_two_columns(path, length_unit: str = "angstrom") -> np.ndarray:
-    """(n, 2) numbers from a text table (e.g. a reference g(r)), first column converted to Å.
-
-    The file may be compressed (``.gz``, ``.bz2``, ``.xz``); see :func:`two_columns` for the rest.
-    """
-    return two_columns(read_text(path), path, length_unit)
-
-
 def two_columns(text: str, path, length_unit: str = "angstrom") -> np.ndarray:
     """(n, 2) numbers from the ``text`` of the table ``path`` (named in errors), first column in Å.
 

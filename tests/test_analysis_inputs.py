@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from analysis.cli import main
-from analysis.ipi_files import read_properties, read_trajectory, read_two_columns
+from analysis.gofr import read_reference
+from analysis.ipi_files import read_properties, read_trajectory
 from ipi_outputs import WATER, rotation_about, write_ipi_properties, write_ipi_xyz
 
 BOX = 10 * np.eye(3)
@@ -101,7 +102,8 @@ def test_compressed_trajectories_properties_and_references_are_read(tmp_path, da
     reference = data_dir / "goo-experiment-295K.dat"
     copy = tmp_path / reference.name
     copy.write_bytes(reference.read_bytes())
-    assert np.array_equal(read_two_columns(compress(copy, ".bz2")), read_two_columns(reference))
+    assert np.array_equal(read_reference(str(compress(copy, ".bz2")), "angstrom"),
+                          read_reference(str(reference), "angstrom"))
     (tmp_path / "fake.xyz.gz").write_text(xyz.read_text())  # not compressed at all
     errors = run_errors(capsys, ["intact", str(tmp_path / "fake.xyz.gz"), "--out", str(tmp_path / "x")])
     assert errors == [f"pet-analyze intact: error: {tmp_path}/fake.xyz.gz: cannot decompress it as .gz "

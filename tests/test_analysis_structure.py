@@ -11,8 +11,7 @@ from ase.geometry import cellpar_to_cell
 
 from analysis.cli import main
 from analysis.diffusion import mean_square_displacement, unwrap, yeh_hummer_correction
-from analysis.gofr import parse_reference
-from analysis.ipi_files import read_two_columns
+from analysis.gofr import parse_reference, read_reference
 from ipi_outputs import WATER, rotation_about, write_ipi_xyz
 
 TRICLINIC = cellpar_to_cell([14.0, 15.0, 16.0, 75.0, 80.0, 70.0])  # a along x, b in the xy plane (i-PI's)
@@ -129,10 +128,10 @@ def test_simple_cubic_lattice_in_a_triclinic_cell(tmp_path):
 
 
 def test_reference_curves_are_read_in_angstrom(data_dir):
-    table = read_two_columns(*parse_reference(f"{data_dir}/goo-revpbe0-nnp-300K.dat:bohr"))
+    table = read_reference(*parse_reference(f"{data_dir}/goo-revpbe0-nnp-300K.dat:bohr"))
     peak = np.argmax(table[:, 1])
     assert table[peak, 0] == pytest.approx(2.83, abs=0.07) and table[peak, 1] == pytest.approx(2.74, abs=0.05)
-    table = read_two_columns(*parse_reference(f"{data_dir}/goo-experiment-295K.dat"))
+    table = read_reference(*parse_reference(f"{data_dir}/goo-experiment-295K.dat"))
     peak = np.argmax(table[:, 1])
     assert table[peak, 0] == pytest.approx(2.81, abs=0.02) and table[peak, 1] == pytest.approx(2.57, abs=0.02)
 
