@@ -5,7 +5,8 @@ Each class here evaluates a PET model on a :class:`pet.neighbors.Graph` and retu
 
 - :class:`RawModel`: none (the network as it is);
 - :class:`GridAverage`: the weighted average over a grid ``N[i]``, Ē = Σ_k w_k E(R_k A), with F̄ and W̄
-  from autograd, all rotations in one batched forward and backward (chunked by ``chunk_size``);
+  from autograd, all rotations in one batched forward and backward (chunked by ``chunk_size``; on
+  a CPU the automatic chunks run side by side on the threads);
 - :class:`RandomRotation`: one uniformly random proper or improper rotation per call and structure.
 """
 
@@ -17,6 +18,7 @@ import torch
 from pet.compute import Properties, compute, memory_chunk_size, saved_bytes_per_token
 from pet.model import PET
 from pet.neighbors import Graph
+from pet.workers import automatic_workers
 
 from .quadrature import parse_grid_spec, random_rotation, rotation_grid
 
@@ -42,10 +44,16 @@ class GridAverage:
     saves for one copy (measured at the first call, :func:`pet.compute.saved_bytes_per_token`);
     one copy per pass if even one copy needs more. For GPUs: on a CPU the automatic chunks are
     faster.
+
+    ``workers``: passes run side by side in that many threads (:func:`pet.workers.run_side_by_side`).
+    None: automatic, one per torch thread on a CPU (:func:`pet.workers.automatic_workers`) with the
+    automatic chunks, and one (a pass at a time) on a GPU, with ``chunk_size`` or ``max_memory``
+    (which bound the copies in memory) and for a compiled model (whose kernels have a fixed thread
+    count).
     """
 
     def __init__(self, model: PET, spec: str, chunk_size: Optional[int] = None,
-                 max_memory: Optional[float] = None):
+                 max_memory: Optional[float] = None, workers: Optional[int] = None):
         parse_grid_spec(spec)
         if chunk_size is not None and max_memory is not None:
             raise ValueError("give either chunk_size or max_memory, not both")
@@ -58,6 +66,9 @@ class GridAverage:
         self.weights = torch.as_tensor(weights)
         self.chunk_size = chunk_size
         self.max_memory = max_memory
+        if workers is not None and workers < 1:
+            raise ValueError(f"workers must be at least 1, got {workers}")
+        self.workers = workers
         self.bytes_per_token: Optional[float] = None
 
     def __len__(self) -> int:
@@ -71,9 +82,18 @@ class GridAverage:
             self.bytes_per_token = saved_bytes_per_token(self.model, graph)
         return min(len(self), memory_chunk_size(graph, self.bytes_per_token, self.max_memory))
 
+    def workers_for(self, graph: Graph) -> int:
+        """Threads whose passes run side by side for ``graph``: ``workers``, else automatic."""
+        if self.workers is not None:
+            return self.workers
+        if self.chunk_size is not None or self.max_memory is not None or getattr(self.model, "compiled", False):
+            return 1
+        return automatic_workers(graph.positions.device)
+
     def __call__(self, graph: Graph, forces: bool = True, virial: bool = True) -> Properties:
         return compute(self.model, graph, self.rotations, self.weights, forces=forces,
-                       virial=virial, chunk_size=self.chunk_size_for(graph))
+                       virial=virial, chunk_size=self.chunk_size_for(graph),
+                       workers=self.workers_for(graph))
 
 
 class RandomRotation:

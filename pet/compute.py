@@ -4,16 +4,18 @@ For K rotations R_k with weights w_k, the edge vectors of every structure are ro
 the graph, r_ij → R_k r_ij, and autograd differentiates the weighted energy
 Ē = Σ_k w_k E(R_k A) with respect to positions and a strain ε (x → x (I + ε), rows are vectors):
 F̄ = -∂Ē/∂x and W̄ = -∂Ē/∂ε (full 3×3, eV). The copies run in chunks of at most ``chunk_size``
-to bound memory; every chunk is one batched forward and backward.
+to bound memory; every chunk is one batched forward and backward. On a CPU the chunks can run side
+by side in worker threads (:mod:`pet.workers`).
 """
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import List, Optional, Tuple
 
 import torch
 
 from .model import PET
 from .neighbors import Graph
+from .workers import run_side_by_side
 
 
 @dataclass
@@ -98,6 +100,38 @@ def memory_chunk_size(graph: Graph, bytes_per_token: float, max_memory: float) -
     return max(1, int(max_memory // max(per_copy, 1.0)))
 
 
+def chunk_bounds(n_copies: int, chunk_size: int, workers: int = 1) -> List[Tuple[int, int]]:
+    """(start, stop) of the passes over ``n_copies`` copies, at most ``chunk_size`` copies each:
+    full passes and the rest last for one worker; for several, a multiple of ``workers`` passes
+    (where there are that many copies) of sizes that differ by one at most, so that the workers,
+    dealt the passes round-robin, get equal shares."""
+    if workers <= 1:
+        return [(start, min(start + chunk_size, n_copies)) for start in range(0, n_copies, chunk_size)]
+    passes = -(-n_copies // chunk_size)
+    passes = min(n_copies, -(-passes // workers) * workers)
+    return [(n_copies * k // passes, n_copies * (k + 1) // passes) for k in range(passes)]
+
+
+def plan_passes(graph: Graph, n_copies: int, chunk_size: Optional[int] = None,
+                workers: int = 1) -> Tuple[List[Tuple[int, int]], int]:
+    """The passes (start, stop) over ``n_copies`` copies of ``graph`` and the workers that run
+    them side by side. ``chunk_size`` None: automatic (:func:`default_chunk_size`), and one worker
+    where the copies do not fill a pass of :data:`TOKENS_PER_CHUNK` tokens for each (the threads
+    would then cost more than they give: one water molecule's 2i average took 8.4 ms on two
+    workers against 7.2 ms in one pass, docs/performance.md); a given ``chunk_size`` is kept, with
+    ``workers`` as given."""
+    if chunk_size is None:
+        chunk_size = default_chunk_size(graph)
+        if n_copies * tokens_per_copy(graph) < workers * TOKENS_PER_CHUNK:
+            workers = 1
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
+    passes = chunk_bounds(n_copies, chunk_size, workers)
+    return passes, min(workers, len(passes))
+
+
 def compute(
     model: PET,
     graph: Graph,
@@ -107,13 +141,16 @@ def compute(
     virial: bool = True,
     chunk_size: Optional[int] = None,
     create_graph: bool = False,
+    workers: int = 1,
 ) -> Properties:
     """Evaluate ``model`` on ``graph`` (already on the model's device and dtype).
 
     ``rotations`` (K, 3, 3) or (K, S, 3, 3) and ``weights`` (K,) select the average
     Σ_k w_k E(R_k A); None means the raw model. ``create_graph`` keeps the graph of the
-    derivatives (training on forces); it forbids chunking. ``chunk_size`` None: automatic
-    (:func:`default_chunk_size`).
+    derivatives (training on forces); it forbids chunking. ``chunk_size`` None: automatic.
+    ``workers`` > 1: the chunks run side by side in that many threads (CPU;
+    :func:`pet.workers.run_side_by_side`), each worker holding one chunk in memory at a time; the
+    chunks' results are added in chunk order whatever the workers. Both as :func:`plan_passes`.
     """
     dtype, device = graph.positions.dtype, graph.positions.device
     if rotations is None:
@@ -126,36 +163,37 @@ def compute(
         rotate = True
     n_copies = rotations.shape[0]
     if create_graph:
-        chunk_size = n_copies
-    elif chunk_size is None:
-        chunk_size = default_chunk_size(graph)
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
+        passes, workers = [(0, n_copies)], 1
+    else:
+        passes, workers = plan_passes(graph, n_copies, chunk_size, workers)
 
     forces, virial = bool(forces), bool(virial)
     positions = graph.positions.detach().requires_grad_(forces)
     strain = torch.zeros(graph.n_structures, 3, 3, dtype=dtype, device=device, requires_grad=virial)
     inputs = [t for t, wanted in ((positions, forces), (strain, virial)) if wanted]
 
+    def chunk(start: int, stop: int):
+        """Weighted atomic energies (N,) of copies start..stop and their gradients."""
+        vectors = edge_vectors(graph, positions, strain)
+        if rotate:
+            vectors = rotate_edges(vectors, rotations[start:stop], graph)
+        else:
+            vectors = vectors[None]
+        atomic = model(vectors, graph)
+        chunk_energies = torch.einsum("k,kn->n", weights[start:stop], atomic)
+        chunk_gradients = []
+        if inputs:
+            chunk_gradients = torch.autograd.grad(chunk_energies.sum(), inputs, create_graph=create_graph)
+        if not create_graph:
+            chunk_energies = chunk_energies.detach()
+        return chunk_energies, chunk_gradients
+
     energies = torch.zeros(graph.n_atoms, dtype=torch.float64, device=device)
     gradients = [torch.zeros_like(t) for t in inputs]
     with torch.set_grad_enabled(bool(inputs) or torch.is_grad_enabled()):
-        for start in range(0, n_copies, chunk_size):
-            stop = min(start + chunk_size, n_copies)
-            vectors = edge_vectors(graph, positions, strain)
-            if rotate:
-                vectors = rotate_edges(vectors, rotations[start:stop], graph)
-            else:
-                vectors = vectors[None]
-            atomic = model(vectors, graph)
-            chunk_energies = torch.einsum("k,kn->n", weights[start:stop], atomic)
-            if inputs:
-                chunk_gradients = torch.autograd.grad(
-                    chunk_energies.sum(), inputs, create_graph=create_graph
-                )
-                gradients = [g + c for g, c in zip(gradients, chunk_gradients)]
-            if not create_graph:
-                chunk_energies = chunk_energies.detach()
+        tasks = [lambda start=start, stop=stop: chunk(start, stop) for start, stop in passes]
+        for chunk_energies, chunk_gradients in run_side_by_side(tasks, workers):
+            gradients = [g + c for g, c in zip(gradients, chunk_gradients)]
             energies = energies + chunk_energies.double()
 
     energy = torch.zeros(graph.n_structures, dtype=torch.float64, device=device)

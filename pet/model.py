@@ -77,7 +77,8 @@ class PET(nn.Module):
 
     ``species``: the atomic numbers the model knows. Buffers ``baseline`` (eV per atom of each
     species, fitted on the training set) and ``energy_scale`` (eV, multiplies the network's output)
-    are part of the state.
+    are part of the state. ``compiled``: whether :func:`pet.compilation.compile_transformers`
+    compiled its transformers (their CPU kernels keep the thread count they were compiled with).
     """
 
     def __init__(self, hypers: PETHypers, species: Sequence[int]):
@@ -93,6 +94,7 @@ class PET(nn.Module):
         self.register_buffer("energy_scale", torch.ones(()))
         self.neighbor_embedding = nn.Embedding(len(self.species), hypers.d_pet)
         self.layers = nn.ModuleList(GNNLayer(hypers, len(self.species)) for _ in range(hypers.n_gnn))
+        self.compiled = False
 
     def species_index(self, numbers: torch.Tensor) -> torch.Tensor:
         """Map atomic numbers (N,) to species indices (N,); unknown elements raise ValueError."""
