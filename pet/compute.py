@@ -166,6 +166,8 @@ def compute(
         passes, workers = [(0, n_copies)], 1
     else:
         passes, workers = plan_passes(graph, n_copies, chunk_size, workers)
+    if workers > 1:
+        graph.layout  # noqa: B018 - built here once, not by each worker at the same time
 
     forces, virial = bool(forces), bool(virial)
     positions = graph.positions.detach().requires_grad_(forces)
