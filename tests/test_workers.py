@@ -7,6 +7,8 @@ import threading
 import pytest
 import torch
 
+from driver.channels import Channel
+from driver.protocol import ANGSTROM_PER_BOHR, structure_from_ipi
 from grids.averaging import GridAverage
 from pet.compilation import compile_transformers
 from pet.compute import TOKENS_PER_CHUNK, chunk_bounds, compute, plan_passes, tokens_per_copy
@@ -108,3 +110,23 @@ def test_training_derivatives_stay_in_one_pass(tiny_model, water_cell):
                      create_graph=True, workers=2)
     (gradient,) = torch.autograd.grad(result.forces.square().sum(), [tiny_model.layers[0].compress[0].weight])
     assert gradient.abs().max() > 0
+
+
+def test_a_driver_channel_averages_a_water_box_on_two_workers(tiny_model):
+    """pet-driver's 2i channel on 64 molecules with two torch threads: the passes run side by side
+    (what --threads 2 gives) and the answer equals the average computed one pass at a time."""
+    atoms = water_box(64, seed=3)
+    graph = graph_from_atoms(atoms, tiny_model.hypers.cutoff)
+    caller_threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        channel = Channel(tiny_model, "2i", skin=0.0)
+        assert plan_passes(graph, 36, workers=channel.evaluator.workers_for(graph))[1] == 2
+        structure = structure_from_ipi(atoms.cell.array.T / ANGSTROM_PER_BOHR, atoms.positions / ANGSTROM_PER_BOHR)
+        (answer,) = channel.evaluate(atoms.numbers, [structure])
+    finally:
+        torch.set_num_threads(caller_threads)
+    serial = GridAverage(tiny_model, "2i", workers=1)(graph)
+    assert answer.energy == pytest.approx(float(serial.energy[0]), rel=1e-12)
+    torch.testing.assert_close(torch.as_tensor(answer.forces), serial.forces, rtol=0, atol=1e-10)
+    torch.testing.assert_close(torch.as_tensor(answer.virial), serial.virial[0], rtol=0, atol=1e-9)
