@@ -5,7 +5,7 @@ On a CPU torch splits each operation of one pass over its threads (intra-op para
 every operation ends with the threads waiting for each other: for a 64-molecule water box on two
 cores one raw evaluation runs only ~1.6 times faster on two threads than on one. Whole passes, one
 per worker thread with its share of the threads, keep the cores busy without those waits
-(docs/performance.md, section 2). Memory grows with the workers: each holds its own pass.
+(docs/performance.md, section 2b). Memory grows with the workers: each holds its own pass.
 
 Torch's thread count is per thread (OpenMP), so each worker sets its own and the caller's is left
 as it was; grad mode is per thread too, and each worker takes the caller's.
