@@ -10,12 +10,12 @@ Each class here evaluates a PET model on a :class:`pet.neighbors.Graph` and retu
 - :class:`RandomRotation`: one uniformly random proper or improper rotation per call and structure.
 """
 
-from typing import Optional
+from typing import List, Optional, Tuple
 
 import numpy as np
 import torch
 
-from pet.compute import Properties, compute, memory_chunk_size, saved_bytes_per_token
+from pet.compute import Properties, compute, memory_chunk_size, plan_passes, saved_bytes_per_token
 from pet.model import PET
 from pet.neighbors import Graph
 from pet.workers import automatic_workers
@@ -89,6 +89,11 @@ class GridAverage:
         if self.chunk_size is not None or self.max_memory is not None or getattr(self.model, "compiled", False):
             return 1
         return automatic_workers(graph.positions.device)
+
+    def passes_for(self, graph: Graph) -> Tuple[List[Tuple[int, int]], int]:
+        """The passes (start, stop) over the rotations and the workers that one call on ``graph``
+        runs (:func:`pet.compute.plan_passes`)."""
+        return plan_passes(graph, len(self), self.chunk_size_for(graph), self.workers_for(graph))
 
     def __call__(self, graph: Graph, forces: bool = True, virial: bool = True) -> Properties:
         return compute(self.model, graph, self.rotations, self.weights, forces=forces,

@@ -45,8 +45,7 @@ from grids.averaging import GridAverage
 from grids.quadrature import rotation_grid
 from pet import layout, transformer
 from pet.compilation import compile_problem, compile_transformers
-from pet.compute import (PEAK_PER_SAVED_BYTE, compute, plan_passes, saved_bytes_per_token,
-                         tokens_per_copy)
+from pet.compute import PEAK_PER_SAVED_BYTE, compute, saved_bytes_per_token, tokens_per_copy
 from pet.model import GNNLayer, concatenated_edge_tokens
 from pet.neighbors import graph_from_atoms
 
@@ -107,16 +106,11 @@ def averaging_part(args, model, n_molecules):
         difference = max(float((results[name].forces - reference).abs().max() / reference.abs().max())
                          for name in ("average", "serial"))
         averaged, serial, looped = (benchlib.median(times[name]) for name in variants)
-        rows.append([n_molecules, spec, len(average), workers_used(average, graph), benchlib.milliseconds(averaged),
+        rows.append([n_molecules, spec, len(average), average.passes_for(graph)[1], benchlib.milliseconds(averaged),
                      benchlib.milliseconds(serial), benchlib.milliseconds(looped), f"{averaged / looped:.3f}",
                      f"{serial / looped:.3f}", f"{TARGET_RATIO[args.device]} (2i)" if spec == "2i" else "-",
                      f"{difference:.1e}"])
     return rows
-
-
-def workers_used(average: GridAverage, graph) -> int:
-    """The threads whose passes :class:`GridAverage` runs side by side for ``graph``."""
-    return plan_passes(graph, len(average), average.chunk_size_for(graph), average.workers_for(graph))[1]
 
 
 def scaling_part(args, model, sizes):
@@ -213,7 +207,7 @@ def peak_of(args, n_molecules: int, spec: str, max_memory_mb):
     max_memory = None if max_memory_mb is None else max_memory_mb * 2**20
     average = GridAverage(model, spec, max_memory=max_memory)
     per_token = saved_bytes_per_token(model, graph)  # the budget's estimate, also when not used
-    passes, workers = plan_passes(graph, len(average), average.chunk_size_for(graph), average.workers_for(graph))
+    passes, workers = average.passes_for(graph)
     chunk = max(stop - start for start, stop in passes)
     estimate = PEAK_PER_SAVED_BYTE * per_token * tokens_per_copy(graph) * chunk * workers
     if args.device == "cuda":
